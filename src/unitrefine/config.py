@@ -1,0 +1,203 @@
+"""Typed configuration schema, validated at the boundary (Hydra/OmegaConf in, dataclasses out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from unitrefine.errors import UnitRefineError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+@dataclass
+class RecordingConfig:
+    """One recording session: a metrics table, its labels and the ids used to group it."""
+
+    id: str = MISSING
+    metrics: str = MISSING
+    labels: Optional[str] = None
+    subject: Optional[str] = None
+
+
+@dataclass
+class DatasetConfig:
+    """Where the per-unit metrics and curation labels are, and which metrics are features."""
+
+    name: str = MISSING
+    mode: str = "csv"
+    recordings: list[RecordingConfig] = field(default_factory=list)
+    label_column: Optional[str] = None
+    metric_names: Optional[list[str]] = None
+    exclude_metrics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskConfig:
+    """The classification task as a mapping from curation labels to classes (``null`` drops a unit)."""
+
+    name: str = MISSING
+    classes: list[str] = MISSING
+    mapping: dict[str, Optional[str]] = MISSING
+    positive_class: Optional[str] = None
+
+
+@dataclass
+class CVConfig:
+    """Inner cross-validation used by the search and the outer held-out recordings."""
+
+    n_splits: int = 5
+    group_by: Optional[str] = "recording"
+    scoring: str = "balanced_accuracy"
+    holdout_recordings: list[str] = field(default_factory=list)
+    n_holdout_recordings: int = 0
+    refit_on_all: bool = True
+
+
+@dataclass
+class SearchConfig:
+    """The Optuna study: budget, parallelism, storage and pruning."""
+
+    n_trials: int = 50
+    timeout_s: Optional[float] = None
+    n_jobs: int = 1
+    storage: Optional[str] = None
+    pruner: str = "median"
+    n_startup_trials: int = 10
+    enqueue_defaults: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking. ``uri: null`` means ``sqlite:///<project>/mlruns/mlflow.db``."""
+
+    enabled: bool = True
+    uri: Optional[str] = None
+    artifact_location: Optional[str] = None
+    register: bool = True
+    model_name: Optional[str] = None
+
+
+@dataclass
+class OutputConfig:
+    """Where the exported model folder goes. ``folder: null`` means ``experiments/<name>/models/<run>``."""
+
+    folder: Optional[str] = None
+    overwrite: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs."""
+
+    experiment_name: str = MISSING
+    seed: int = 42
+    root: Optional[str] = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    search_space: dict[str, Any] = field(default_factory=dict)
+    cv: CVConfig = field(default_factory=CVConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def root_dir(self) -> Path:
+        """The directory relative paths in the config are resolved against."""
+        return Path(self.root).resolve() if self.root else PROJECT_ROOT
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """Resolve ``path`` against :attr:`root_dir` unless it is absolute."""
+        return self.root_dir / Path(path).expanduser()
+
+
+def validate_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """Check a composed config against the schema and return it as typed dataclasses.
+
+    Parameters
+    ----------
+    cfg : DictConfig or dict
+        The composed configuration.
+
+    Returns
+    -------
+    TrainConfig
+        The validated configuration.
+
+    Raises
+    ------
+    UnitRefineError
+        If a key is unknown, a value has the wrong type or a required value is missing.
+    """
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        where = f" at key '{key}'" if key else ""
+        msg = str(exc).splitlines()[0]
+        raise UnitRefineError(
+            f"Invalid configuration{where}: {msg}. Check the override or the YAML file that sets it."
+        ) from None
+    assert isinstance(obj, TrainConfig)
+    _check_values(obj)
+    return obj
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    """Checks the type system cannot express."""
+    problems: list[str] = []
+    if cfg.search.n_trials < 1:
+        problems.append(f"search.n_trials must be >= 1 (got {cfg.search.n_trials})")
+    if cfg.search.n_jobs < 1:
+        problems.append(f"search.n_jobs must be >= 1 (got {cfg.search.n_jobs})")
+    if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
+        problems.append(f"search.timeout_s must be > 0 or null (got {cfg.search.timeout_s})")
+    if cfg.search.pruner not in ("median", "hyperband", "wilcoxon", "none"):
+        problems.append(f"search.pruner must be median, hyperband, wilcoxon or none (got '{cfg.search.pruner}')")
+    if cfg.cv.n_splits < 2:
+        problems.append(f"cv.n_splits must be >= 2 (got {cfg.cv.n_splits})")
+    if cfg.cv.group_by not in (None, "recording", "subject"):
+        problems.append(f"cv.group_by must be recording, subject or null (got '{cfg.cv.group_by}')")
+    if cfg.dataset.mode != "csv":
+        problems.append(f"dataset.mode '{cfg.dataset.mode}' is not supported; use 'csv'")
+    if not cfg.dataset.recordings:
+        problems.append("dataset.recordings is empty: list at least one recording (id, metrics, labels)")
+    if len(cfg.task.classes) < 2 or len(set(cfg.task.classes)) != len(cfg.task.classes):
+        problems.append(f"task.classes must list at least two distinct classes (got {cfg.task.classes})")
+    bad_targets = sorted({v for v in cfg.task.mapping.values() if v is not None} - set(cfg.task.classes))
+    if bad_targets:
+        problems.append(f"task.mapping maps to {bad_targets}, which are not in task.classes {cfg.task.classes}")
+    if cfg.task.positive_class is not None and cfg.task.positive_class not in cfg.task.classes:
+        problems.append(f"task.positive_class '{cfg.task.positive_class}' is not in task.classes")
+    if problems:
+        raise UnitRefineError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with Hydra's compose API, as the command line would.
+
+    Parameters
+    ----------
+    overrides : list of str, optional
+        Command-line style overrides, e.g. ``["+experiment=smoke", "search.n_trials=3"]``.
+    config_name : str
+        The primary config.
+
+    Returns
+    -------
+    DictConfig
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides or []))
+    except HydraException as exc:
+        raise UnitRefineError(f"Could not compose the configuration: {exc}") from None

@@ -1,0 +1,410 @@
+"""Load per-unit metrics and curation labels (CSV mode) into one validated table.
+
+Every user mistake found here raises :class:`~unitrefine.errors.UnitRefineError` naming the file,
+column or unit, and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
+from unitrefine.errors import UnitRefineError
+
+log = logging.getLogger(__name__)
+
+#: Column names taken as the unit id, in order of preference.
+ID_COLUMNS = ("cluster_id", "unit_id", "unit_ids", "cluster_ids", "id")
+#: Column names taken as the curation label in a labels file (Phy writes ``group``).
+LABEL_COLUMNS = ("group", "label", "labels", "quality", "curation")
+#: Old SpikeInterface template-metric names -> (current name, sign), as SpikeInterface's
+#: ``_BACKWARD_COMPATIBILITY_MAP`` does.
+RENAMED_METRICS = {
+    "peak_to_valley": ("peak_to_trough_duration", 1.0),
+    "half_width": ("trough_half_width", 1.0),
+    "peak_trough_ratio": ("peak_after_to_trough_ratio", -1.0),
+}
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class UnitTable:
+    """Labelled units ready for learning.
+
+    Attributes
+    ----------
+    X : pandas.DataFrame
+        Features, float32, ±inf already turned into NaN, one row per unit.
+    y : numpy.ndarray
+        Integer class codes, indices into ``classes``.
+    classes : tuple of str
+        Class names; ``classes[i]`` is the name of code ``i``.
+    units : pandas.DataFrame
+        ``recording``, ``subject``, ``unit_id`` and the original ``label`` of every row.
+    """
+
+    X: pd.DataFrame
+    y: np.ndarray
+    classes: tuple[str, ...]
+    units: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: np.ndarray) -> UnitTable:
+        """Return the rows at positions ``index``."""
+        return UnitTable(
+            X=self.X.iloc[index].reset_index(drop=True),
+            y=self.y[index],
+            classes=self.classes,
+            units=self.units.iloc[index].reset_index(drop=True),
+        )
+
+    def groups(self, by: str | None) -> np.ndarray | None:
+        """Group labels for grouped CV (``recording`` or ``subject``), or None."""
+        return None if by is None else self.units[by].to_numpy()
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of units per class name."""
+        counts = np.bincount(self.y, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counts)}
+
+    def fingerprint(self) -> str:
+        """A SHA-256 over features, labels and unit identities: equal data, equal fingerprint."""
+        h = hashlib.sha256()
+        h.update(",".join(self.X.columns).encode())
+        h.update(np.ascontiguousarray(self.X.to_numpy(dtype=np.float32)).tobytes())
+        h.update(self.y.astype(np.int64).tobytes())
+        h.update("\n".join(self.units["recording"] + "/" + self.units["unit_id"]).encode())
+        return h.hexdigest()
+
+
+def _listed(items: Sequence[object]) -> str:
+    shown = ", ".join(repr(i) for i in list(items)[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """Read a CSV/TSV as strings, with clear errors for missing, empty or malformed files.
+
+    Parameters
+    ----------
+    path : Path
+        The file. ``.tsv``/``.tab`` files are tab-separated, everything else comma-separated.
+    what : str
+        What the file is meant to hold, for messages (e.g. ``"metrics"``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        All cells as strings (missing cells as NaN); a UTF-8 byte-order mark is removed.
+    """
+    if not path.is_file():
+        raise UnitRefineError(f"The {what} file {path} does not exist. Check the path in the dataset config.")
+    if path.stat().st_size == 0:
+        raise UnitRefineError(f"The {what} file {path} is empty.")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise UnitRefineError(f"The {what} file {path} is empty.") from None
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise UnitRefineError(
+            f"The {what} file {path} is malformed ({detail}). Is it truncated, or are some rows ragged?"
+        ) from None
+    except UnicodeDecodeError:
+        raise UnitRefineError(f"The {what} file {path} is not UTF-8 text.") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        raise UnitRefineError(
+            f"The {what} file {path} is malformed: some rows have more fields than the header "
+            "(a trailing delimiter, or a value too many). Fix those rows."
+        )
+    if df.shape[1] == 1:
+        header = str(df.columns[0])
+        other = next((name for s, name in (("\t", "tab"), (";", "semicolon"), (",", "comma")) if s in header), None)
+        if other:
+            expected = "tab" if sep == "\t" else "comma"
+            raise UnitRefineError(
+                f"The {what} file {path} looks {other}-separated, but a {path.suffix or 'no'}-extension file is "
+                f"read as {expected}-separated. Save it {expected}-separated (or as .tsv for tabs)."
+            )
+    if df.empty:
+        raise UnitRefineError(f"The {what} file {path} has a header but no rows.")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _split_unit_ids(df: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.DataFrame]:
+    """Find the unit-id column (named, or SpikeInterface's empty header); return ids and the rest."""
+    cols = list(df.columns)
+    named = [c for c in ID_COLUMNS if c in cols]
+    if named:
+        id_col = named[0]
+        # An old pandas row index in front of a named id column is not an id: drop it.
+        drop = [c for c in cols if c.startswith("Unnamed: ") and cols.index(c) == 0 and c != id_col]
+    elif cols[0] == "" or cols[0].startswith("Unnamed: "):
+        id_col, drop = cols[0], []
+    else:
+        raise UnitRefineError(
+            f"{path}: no unit-id column. Name the first column one of {list(ID_COLUMNS)} "
+            f"(or leave its header empty, as SpikeInterface does); the columns are {_listed(cols)}."
+        )
+    ids = df[id_col].str.strip()
+    if ids.isna().any():
+        rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
+        raise UnitRefineError(f"{path}: column '{id_col}' has empty unit ids on lines {_listed(rows)}.")
+    dup = ids[ids.duplicated()].unique().tolist()
+    if dup:
+        raise UnitRefineError(
+            f"{path}: duplicate unit ids in column '{id_col}': {_listed(dup)}. Each unit must appear once."
+        )
+    rest = df.drop(columns=[id_col, *drop])
+    # SpikeInterface-style exports sometimes repeat the id column at the end (read as 'cluster_id.1').
+    echoes = [c for c in rest.columns if c.split(".")[0] == id_col and rest[c].str.strip().equals(ids)]
+    rest = rest.drop(columns=echoes)
+    return ids.reset_index(drop=True), rest.reset_index(drop=True)
+
+
+def _to_numeric(df: pd.DataFrame, ids: pd.Series, path: Path) -> pd.DataFrame:
+    """Convert every column to float64, naming the first cell that is not a number."""
+    out = {}
+    for col in df.columns:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UnitRefineError(
+                f"{path}: metric column '{col}' is not numeric: unit {ids.iloc[i]} has {df[col].iloc[i]!r} "
+                f"({int(bad.sum())} such cells). Write plain numbers (no units or text), or leave the column out "
+                "with dataset.exclude_metrics."
+            )
+        out[col] = values.astype("float64")
+    return pd.DataFrame(out, index=df.index)
+
+
+def _rename_old_metrics(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Map pre-0.103.2 SpikeInterface template-metric names to current ones (flipping signs as needed)."""
+    for old, (new, sign) in RENAMED_METRICS.items():
+        if old not in df.columns:
+            continue
+        if new in df.columns:
+            log.warning("%s: has both '%s' and '%s'; using '%s'.", path, old, new, new)
+            df = df.drop(columns=[old])
+        else:
+            df = df.rename(columns={old: new})
+            if sign != 1.0:
+                df[new] = sign * df[new]
+    return df
+
+
+def _with_old_names(names: Sequence[str]) -> set[str]:
+    """``names`` plus the old SpikeInterface names of any renamed metric among them."""
+    return set(names) | {old for old, (new, _) in RENAMED_METRICS.items() if new in names}
+
+
+def current_metric_name(name: str) -> str:
+    """The current SpikeInterface name of a metric (old template-metric names are mapped)."""
+    return RENAMED_METRICS[name][0] if name in RENAMED_METRICS else name
+
+
+def _read_labels(path: Path) -> pd.Series:
+    """Read a Phy ``cluster_group.tsv`` or a CSV of unit id + label; return labels indexed by unit id."""
+    df = read_table(path, "labels")
+    ids, rest = _split_unit_ids(df, path)
+    named = [c for c in LABEL_COLUMNS if c in rest.columns]
+    if named:
+        label_col = named[0]
+    elif rest.shape[1] == 1:
+        label_col = rest.columns[0]
+    else:
+        raise UnitRefineError(
+            f"{path}: cannot tell which column holds the labels among {_listed(list(rest.columns))}. "
+            f"Name it one of {list(LABEL_COLUMNS)}."
+        )
+    labels = rest[label_col].str.strip()
+    return pd.Series(labels.to_numpy(), index=ids.to_numpy(), name="label")
+
+
+def _map_labels(labels: pd.Series, task: TaskConfig, source: str) -> pd.Series:
+    """Map curation labels to task classes; ``None`` marks units the task drops."""
+    mapping = {str(k).strip(): v for k, v in task.mapping.items()}
+    missing = labels.isna()
+    if missing.any():
+        raise UnitRefineError(
+            f"{source}: units {_listed(labels.index[missing].tolist())} have no label. "
+            "Label them, or remove them from the labels file."
+        )
+    unknown = ~labels.isin(list(mapping))
+    if unknown.any():
+        first = labels.index[unknown][0]
+        values = sorted(labels[unknown].unique().tolist())
+        hint = ""
+        lowered = {k.lower(): k for k in mapping}
+        near = [f"'{v}' -> '{lowered[v.lower()]}'" for v in values if v.lower() in lowered]
+        if near:
+            hint = f" Labels are case-sensitive: did you mean {', '.join(near)}?"
+        raise UnitRefineError(
+            f"{source}: label {_listed(values)} (first at unit {first}) is not known to task '{task.name}', "
+            f"which maps {sorted(mapping)}.{hint} Fix the labels or choose another task (task=...)."
+        )
+    return labels.map(mapping)
+
+
+def _load_recording(rec: RecordingConfig, dataset: DatasetConfig, task: TaskConfig, root: Path) -> pd.DataFrame:
+    """One recording's metrics joined with its mapped labels (columns: metrics..., ``__class``, ``__label``)."""
+    metrics_path = root / Path(rec.metrics).expanduser()
+    df = read_table(metrics_path, "metrics")
+    ids, rest = _split_unit_ids(df, metrics_path)
+    if rec.labels is not None:
+        labels_path = root / Path(rec.labels).expanduser()
+        labels = _read_labels(labels_path)
+        source = str(labels_path)
+        unknown_units = sorted(set(labels.index) - set(ids))
+        if unknown_units:
+            raise UnitRefineError(
+                f"{labels_path}: labels for units {_listed(unknown_units)} that are not in {metrics_path}. "
+                "Are the labels and metrics from the same sorting?"
+            )
+        unlabelled = ~ids.isin(labels.index)
+        if unlabelled.any():
+            log.warning(
+                "%s: %d of %d units have no label in %s and are dropped (e.g. %s).",
+                rec.id, int(unlabelled.sum()), len(ids), labels_path, _listed(ids[unlabelled].tolist()),
+            )
+        labels = labels.reindex(ids[~unlabelled].to_numpy())
+        keep = (~unlabelled).to_numpy()
+        ids, rest = ids[keep].reset_index(drop=True), rest[keep].reset_index(drop=True)
+    elif dataset.label_column is not None:
+        if dataset.label_column not in rest.columns:
+            raise UnitRefineError(
+                f"{metrics_path}: no label column '{dataset.label_column}' (dataset.label_column). "
+                f"Columns are {_listed(list(rest.columns))}."
+            )
+        labels = pd.Series(rest[dataset.label_column].str.strip().to_numpy(), index=ids.to_numpy())
+        rest = rest.drop(columns=[dataset.label_column])
+        source = f"{metrics_path} column '{dataset.label_column}'"
+    else:
+        raise UnitRefineError(
+            f"Recording '{rec.id}' has no labels: set its 'labels' file or dataset.label_column."
+        )
+    mapped = _map_labels(labels, task, source)
+    excluded = _with_old_names(dataset.exclude_metrics)
+    drop_cols = [c for c in rest.columns if c in excluded or c == dataset.label_column]
+    if dataset.metric_names is not None:
+        wanted = _with_old_names(dataset.metric_names)
+        drop_cols += [c for c in rest.columns if c not in wanted]
+    values = _to_numeric(rest.drop(columns=drop_cols), ids, metrics_path)
+    values = _rename_old_metrics(values, metrics_path)
+    values["__label"] = labels.to_numpy()
+    values["__class"] = mapped.to_numpy()
+    values["__unit_id"] = ids.to_numpy()
+    kept = values["__class"].notna().to_numpy()
+    if not kept.all():
+        log.info("%s: %d units whose label the task drops are left out.", rec.id, int((~kept).sum()))
+    return values[kept].reset_index(drop=True)
+
+
+def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:
+    """Load and validate every recording of a CSV-mode dataset.
+
+    Parameters
+    ----------
+    dataset : DatasetConfig
+        The recordings and the feature selection.
+    task : TaskConfig
+        The label mapping.
+    root : Path
+        Relative paths in ``dataset`` are resolved against it.
+
+    Returns
+    -------
+    UnitTable
+        Features (float32, ±inf -> NaN, as SpikeInterface feeds its models) and class codes.
+
+    Raises
+    ------
+    UnitRefineError
+        For any problem with the files or their contents.
+    """
+    bad_targets = sorted({str(v) for v in task.mapping.values() if v is not None} - set(task.classes))
+    if bad_targets:
+        raise UnitRefineError(f"task.mapping maps to {bad_targets}, which are not in task.classes {list(task.classes)}.")
+    if dataset.metric_names is not None:
+        renamed = [m for m in dataset.metric_names if m in RENAMED_METRICS]
+        if renamed:
+            log.warning("dataset.metric_names uses old SpikeInterface names %s; they are read as %s.",
+                        renamed, [current_metric_name(m) for m in renamed])
+        dataset = replace(dataset, metric_names=list(dict.fromkeys(current_metric_name(m) for m in dataset.metric_names)))
+    ids = [r.id for r in dataset.recordings]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise UnitRefineError(f"Recording ids {dup} appear more than once in dataset '{dataset.name}'. Give each its own id.")
+    frames = {rec.id: _load_recording(rec, dataset, task, root) for rec in dataset.recordings}
+    per_rec = {rid: [c for c in f.columns if not c.startswith("__")] for rid, f in frames.items()}
+    if dataset.metric_names is not None:
+        features = list(dataset.metric_names)
+        nowhere = [m for m in features if not any(m in cols for cols in per_rec.values())]
+        if nowhere:
+            raise UnitRefineError(
+                f"Metrics {_listed(nowhere)} (dataset.metric_names) are in none of the metrics files of dataset "
+                f"'{dataset.name}'. Check the spelling, or compute them."
+            )
+    else:
+        features = list(dict.fromkeys(c for cols in per_rec.values() for c in cols))
+    if not features:
+        raise UnitRefineError(f"Dataset '{dataset.name}' has no metric columns left to learn from.")
+    for rid, cols in per_rec.items():
+        absent = [m for m in features if m not in cols]
+        if absent:
+            log.warning("Recording '%s' lacks metrics %s: they are NaN there and will be imputed.", rid, absent)
+    combined = pd.concat(
+        [f.reindex(columns=[*features, "__label", "__class", "__unit_id"]).assign(__recording=rid) for rid, f in frames.items()],
+        ignore_index=True,
+    )
+    with np.errstate(over="ignore"):
+        X = combined[features].astype("float32")
+    X = X.replace([np.inf, -np.inf], np.nan)
+    all_nan = [c for c in features if X[c].isna().all()]
+    if all_nan:
+        raise UnitRefineError(
+            f"Metric columns {_listed(all_nan)} are empty (all NaN or inf) in every recording of dataset "
+            f"'{dataset.name}'. Leave them out with dataset.exclude_metrics."
+        )
+    empty_rows = X.isna().all(axis=1).to_numpy()
+    if empty_rows.any():
+        where = (combined["__recording"] + "/" + combined["__unit_id"])[empty_rows].tolist()
+        raise UnitRefineError(
+            f"Units {_listed(where)} have no finite metric at all. Fix their metrics or remove them."
+        )
+    subjects = {r.id: (r.subject or r.id) for r in dataset.recordings}
+    units = pd.DataFrame(
+        {
+            "recording": combined["__recording"].astype(str),
+            "subject": combined["__recording"].map(subjects).astype(str),
+            "unit_id": combined["__unit_id"].astype(str),
+            "label": combined["__label"].astype(str),
+        }
+    )
+    classes = tuple(task.classes)
+    y = combined["__class"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    table = UnitTable(X=X.reset_index(drop=True), y=y, classes=classes, units=units)
+    counts = table.class_counts()
+    absent = [c for c, n in counts.items() if n == 0]
+    if absent:
+        raise UnitRefineError(
+            f"Dataset '{dataset.name}' has no units of class {absent} under task '{task.name}' (counts {counts}). "
+            "Every class of the task needs labelled units: add labels or choose another task."
+        )
+    log.info(
+        "Loaded %d units from %d recordings, %d metrics; classes %s.", len(table), len(frames), len(features), counts
+    )
+    return table

@@ -1,0 +1,163 @@
+"""Model folders in SpikeInterface's format, written atomically, loaded with the reviewed trusted types.
+
+A folder holds exactly one ``best_model.skops`` (a fitted ``sklearn.pipeline.Pipeline``) and
+``model_info.json`` (``metric_params``, ``requirements``, ``label_conversion``), which is what
+``spikeinterface.curation.load_model`` reads, plus everything needed to audit the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unitrefine.errors import UnitRefineError
+from unitrefine.estimators import TRUSTED_TYPES
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "best_model.skops"
+INFO_FILE = "model_info.json"
+_PACKAGES = ("spikeinterface", "scikit-learn", "skops", "numpy", "imbalanced-learn", "xgboost", "unitrefine")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a model depends on (missing ones are left out)."""
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def metric_params_for(features: Iterable[str]) -> dict[str, dict[str, list[str]]]:
+    """``metric_params`` for CSV-trained models: which features are SpikeInterface quality/template metrics."""
+    from spikeinterface.metrics import ComputeQualityMetrics, ComputeTemplateMetrics
+
+    quality = set(ComputeQualityMetrics.get_metric_columns())
+    template = set(ComputeTemplateMetrics.get_metric_columns())
+    features = list(features)
+    return {
+        "quality_metric_params": {"metric_names": [f for f in features if f in quality]},
+        "template_metric_params": {"metric_names": [f for f in features if f in template]},
+    }
+
+
+def check_output_folder(folder: Path, overwrite: bool) -> None:
+    """Fail before any work if ``folder`` exists and may not be replaced."""
+    if folder.exists() and not overwrite:
+        raise UnitRefineError(
+            f"Output folder {folder} already exists. Choose another output.folder, or set output.overwrite=true."
+        )
+
+
+def write_model_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool) -> Path:
+    """Write a model folder atomically.
+
+    ``fill`` writes every file into a staging folder next to ``folder``; only when it returns is the
+    staging folder renamed into place, so a failure or an interruption never leaves a half-written folder.
+
+    Parameters
+    ----------
+    folder : Path
+        Final location.
+    fill : callable
+        ``fill(staging_dir)`` writes the folder's contents.
+    overwrite : bool
+        Replace an existing ``folder``.
+
+    Returns
+    -------
+    Path
+        ``folder``.
+    """
+    check_output_folder(folder, overwrite)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        fill(staging)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            folder.rename(old)
+            staging.rename(folder)
+            shutil.rmtree(old)
+        else:
+            staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def dump_model(pipeline: Any, folder: Path) -> Path:
+    """Serialise the pipeline with skops as ``best_model.skops``."""
+    import skops.io as sio
+
+    path = folder / MODEL_FILE
+    sio.dump(pipeline, path)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON."""
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def load_skops(path: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> Any:
+    """Load a skops file, trusting only ``trusted`` (the reviewed list) beyond skops' defaults.
+
+    Raises
+    ------
+    UnitRefineError
+        If the file holds any other type; the message names them. Nothing from the file is executed.
+    """
+    import skops.io as sio
+
+    trusted = set(trusted)
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - trusted)
+    if untrusted:
+        raise UnitRefineError(
+            f"{path} contains types that are not on unitrefine's reviewed list: {untrusted}. It was not loaded. "
+            "Only load it if you trust its author and have reviewed these types."
+        )
+    return sio.load(path, trusted=sorted(trusted))
+
+
+def load_model_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """Load a model folder (ours or SpikeInterface's) safely.
+
+    Returns
+    -------
+    pipeline, model_info
+    """
+    if not folder.is_dir():
+        raise UnitRefineError(f"Model folder {folder} does not exist.")
+    models = sorted(folder.glob("*.skops"))
+    if len(models) != 1:
+        raise UnitRefineError(
+            f"Model folder {folder} must hold exactly one .skops file; it holds {[m.name for m in models] or 'none'}."
+        )
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise UnitRefineError(f"Model folder {folder} has no {INFO_FILE}; it is needed to know the labels and metrics.")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UnitRefineError(f"{info_path} is not valid JSON ({exc}).") from None
+    return load_skops(models[0]), info
+
+
+def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Write each table as ``<name>`` (CSV) into ``folder``."""
+    for name, df in tables.items():
+        df.to_csv(folder / name, index=False)

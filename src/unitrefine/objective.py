@@ -1,0 +1,81 @@
+"""The Optuna objective: sample a pipeline, cross-validate it fold by fold, report each fold to the pruner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from unitrefine.evaluation import Split
+from unitrefine.pipeline import build_pipeline
+from unitrefine.search_space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+#: Exceptions a sampled configuration may legitimately raise (e.g. SMOTE with more neighbours than
+#: minority units in a fold). They fail the trial, with the reason kept; anything else stops the search.
+CONFIG_ERRORS: tuple[type[Exception], ...] = (ValueError, np.linalg.LinAlgError)
+
+
+class Objective:
+    """Mean cross-validated score of one sampled pipeline.
+
+    Parameters
+    ----------
+    space : SearchSpace
+        What to sample.
+    X : pandas.DataFrame
+        Training features (the held-out recordings are not here).
+    y : numpy.ndarray
+        Training class codes.
+    folds : list of (train, validation) position arrays
+        The CV folds; every step of the pipeline is fitted on the training part of each.
+    score : callable
+        A scikit-learn scorer ``score(estimator, X, y) -> float``, higher is better.
+    seed : int
+        ``random_state`` of every seeded step.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        folds: list[Split],
+        score: Callable[[Any, pd.DataFrame, np.ndarray], float],
+        seed: int,
+    ) -> None:
+        self.space = space
+        self.X = X
+        self.y = y
+        self.folds = folds
+        self.score = score
+        self.seed = seed
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        """Cross-validate the trial's pipeline; prune after any fold the pruner says is hopeless."""
+        spec = self.space.sample(trial)
+        scores: list[float] = []
+        # One thread per fit: parallelism comes from running trials side by side.
+        with threadpool_limits(limits=1):
+            for k, (train, valid) in enumerate(self.folds):
+                model = build_pipeline(spec, self.seed)
+                try:
+                    model.fit(self.X.iloc[train], self.y[train])
+                    scores.append(float(self.score(model, self.X.iloc[valid], self.y[valid])))
+                except CONFIG_ERRORS as exc:
+                    reason = f"fold {k}: {type(exc).__name__}: {str(exc).splitlines()[0]}"[:500]
+                    log.warning("Trial %d failed (%s); the search goes on.", trial.number, reason)
+                    trial.set_user_attr("error", reason)
+                    return float("nan")  # Optuna records a NaN result as a failed trial
+                trial.set_user_attr("fold_scores", scores)
+                trial.report(scores[-1], k)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after fold {k}")
+        trial.set_user_attr("cv_std", float(np.std(scores)))
+        return float(np.mean(scores))

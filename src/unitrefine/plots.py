@@ -1,0 +1,79 @@
+"""Figures for people: optimisation history, hyperparameter and feature importance, confusion matrix."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def optimization_history(study: optuna.Study, path: Path) -> Path:
+    """Score of every completed trial and the best so far."""
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = plot_optimization_history(study)
+    return _save(ax.figure, path)
+
+
+def param_importances(study: optuna.Study, path: Path) -> Path | None:
+    """Optuna hyperparameter importances; None (with a log line) when there are too few completed trials."""
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 3:
+        log.info("Hyperparameter importance needs at least 3 completed trials (have %d): not drawn.", len(complete))
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # PED-ANOVA notes parameters tried in few trials; the plot is still the best summary we have.
+            warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
+            ax = plot_param_importances(study)
+    except (ValueError, RuntimeError) as exc:
+        log.warning("Hyperparameter importance could not be computed: %s", exc)
+        return None
+    return _save(ax.figure, path)
+
+
+def feature_importances(importances: pd.DataFrame, path: Path, top: int = 25) -> Path:
+    """Horizontal bars of permutation importance (mean ± std) for the ``top`` features."""
+    df = importances.sort_values("importance_mean", ascending=True).tail(top)
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(df) + 1.2))
+    ax.barh(df["feature"], df["importance_mean"], xerr=df["importance_std"], color="tab:blue")
+    ax.set_xlabel("drop in score when permuted (held-out recordings)")
+    ax.set_title("Permutation feature importance")
+    return _save(fig, path)
+
+
+def confusion(matrix: list[list[int]], classes: tuple[str, ...], path: Path, title: str) -> Path:
+    """Confusion matrix with counts; rows are the curators' labels."""
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.4 * len(classes) + 2, 1.2 * len(classes) + 1.6))
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("curators")
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,210 @@
+"""MLflow tracking: one parent run per study, one nested run per trial, the model in the registry.
+
+This is the only module that talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+_RUN_STATUS = {
+    optuna.trial.TrialState.COMPLETE: "FINISHED",
+    optuna.trial.TrialState.PRUNED: "KILLED",
+    optuna.trial.TrialState.FAIL: "FAILED",
+}
+_MAX_PARAM = 6000
+
+
+def default_tracking_uri(root: Path) -> str:
+    """``sqlite:///<root>/mlruns/mlflow.db``: the project's store, wherever the command is run from."""
+    return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def _ms(ts: Any) -> int | None:
+    return None if ts is None else int(ts.timestamp() * 1000)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": value}`` (lists are kept as values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """Logs a study to MLflow.
+
+    Parameters
+    ----------
+    uri : str
+        Tracking URI (e.g. ``sqlite:///.../mlruns/mlflow.db`` or ``http://127.0.0.1:5000``).
+    experiment_name : str
+        MLflow experiment; created with ``artifact_location`` if it does not exist.
+    artifact_location : str or None
+        Where the experiment's artifacts go (only used when creating the experiment).
+    """
+
+    def __init__(self, uri: str, experiment_name: str, artifact_location: str | None) -> None:
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        exp = self.client.get_experiment_by_name(experiment_name)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp is not None
+            else self.client.create_experiment(experiment_name, artifact_location=artifact_location)
+        )
+        self.parent_id: str | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def parent_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+        """Start the study's parent run; it ends FINISHED, KILLED (Ctrl-C) or FAILED (any error)."""
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags))
+        self.parent_id = run.info.run_id
+        status = "FAILED"
+        try:
+            yield self.parent_id
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            mlflow.end_run(status=status)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log parameters of the parent run (flattened, values stringified)."""
+        assert self.parent_id is not None
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.parent_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log scalar metrics of the parent run."""
+        assert self.parent_id is not None
+        now = _ms(pd.Timestamp.now())
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.parent_id, metrics=items[i : i + 500])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tag the parent run."""
+        assert self.parent_id is not None
+        self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        """Upload every file under ``folder`` to the parent run."""
+        assert self.parent_id is not None
+        self.client.log_artifacts(self.parent_id, str(folder), artifact_path)
+
+    def log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, params: Mapping[str, Any]) -> None:
+        """Record one finished trial as a nested run: parameters, fold scores, mean/std, duration and state."""
+        assert self.parent_id is not None
+        metrics = []
+        end = _ms(trial.datetime_complete) or _ms(pd.Timestamp.now())
+        for k, score in enumerate(trial.user_attrs.get("fold_scores", [])):
+            metrics.append(Metric("cv_fold_score", float(score), end, k))
+        if trial.value is not None:
+            metrics.append(Metric("cv_score", float(trial.value), end, 0))
+        if "cv_std" in trial.user_attrs:
+            metrics.append(Metric("cv_score_std", float(trial.user_attrs["cv_std"]), end, 0))
+        if trial.duration is not None:
+            metrics.append(Metric("duration_s", trial.duration.total_seconds(), end, 0))
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "optuna.study": study.study_name,
+            "optuna.trial_number": str(trial.number),
+            "optuna.state": trial.state.name.lower(),
+        }
+        if "error" in trial.user_attrs:
+            tags["error"] = str(trial.user_attrs["error"])
+        with self._lock:
+            run = self.client.create_run(
+                self.experiment_id, start_time=_ms(trial.datetime_start), tags=tags, run_name=f"trial-{trial.number:04d}"
+            )
+            self.client.log_batch(
+                run.info.run_id,
+                metrics=metrics,
+                params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()],
+            )
+            self.client.set_terminated(run.info.run_id, _RUN_STATUS.get(trial.state, "FAILED"), end_time=end)
+
+    def log_model(
+        self,
+        pipeline: Any,
+        input_example: pd.DataFrame,
+        trusted_types: list[str],
+        pip_requirements: list[str],
+        registered_name: str | None,
+    ) -> str | None:
+        """Log the exported pipeline (sklearn flavour, skops format) and register it.
+
+        Returns
+        -------
+        str or None
+            The registered model version, or None when not registering.
+        """
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, pipeline.predict_proba(input_example))
+        info = mlflow.sklearn.log_model(
+            sk_model=pipeline,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=trusted_types,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+            registered_model_name=registered_name,
+            pyfunc_predict_fn="predict_proba",
+        )
+        version = getattr(info, "registered_model_version", None)
+        return None if version is None else str(version)
+
+
+class NullTracker:
+    """Stands in for :class:`Tracker` when tracking is off (``tracking.enabled=false``): records nothing."""
+
+    uri = None
+
+    @contextmanager
+    def parent_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+        """Yield an empty run id."""
+        yield ""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Do nothing."""
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Do nothing."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Do nothing."""
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        """Do nothing."""
+
+    def log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, params: Mapping[str, Any]) -> None:
+        """Do nothing."""
+
+    def log_model(self, *args: Any, **kwargs: Any) -> str | None:
+        """Register nothing."""
+        return None

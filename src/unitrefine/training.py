@@ -1,0 +1,350 @@
+"""One training run: load, split, search, evaluate on held-out recordings, refit, export, track, register."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from omegaconf import OmegaConf
+from threadpoolctl import threadpool_limits
+
+from unitrefine import plots
+from unitrefine.config import TrainConfig
+from unitrefine.data import UnitTable, load_dataset
+from unitrefine.errors import UnitRefineError
+from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.evaluation import holdout_report, make_plan, scorer
+from unitrefine.export import (
+    INFO_FILE,
+    check_output_folder,
+    dump_model,
+    metric_params_for,
+    package_versions,
+    write_json,
+    write_model_folder,
+    write_tables,
+)
+from unitrefine.objective import Objective
+from unitrefine.pipeline import build_pipeline, export_pipeline
+from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
+from unitrefine.study import create_study, run_study
+from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model_folder: Path
+    run_id: str | None
+    tracking_uri: str | None
+    model_version: str | None
+    best_trial: int
+    best_cv_score: float
+    best_spec: PipelineSpec
+    holdout: dict[str, Any] | None
+    trial_counts: dict[str, int]
+    wall_time_s: float
+    study: optuna.Study
+
+
+def spec_params(spec: PipelineSpec) -> dict[str, Any]:
+    """A pipeline as flat parameters with the names Optuna uses (``classifier``, ``random_forest.max_depth``)."""
+    out: dict[str, Any] = {}
+    for slot, choice in spec.items():
+        out[slot] = choice.name
+        out.update({f"{choice.name}.{p}": v for p, v in choice.params.items()})
+    return out
+
+
+def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
+    """Every trial, best first: state, CV score (mean, std, per fold), duration and configuration."""
+    rows = []
+    for t in study.trials:
+        folds = t.user_attrs.get("fold_scores", [])
+        spec = space.spec_from_params(t.params) if set(space.slots) <= set(t.params) else {}
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "cv_score": t.value,
+                "cv_score_std": t.user_attrs.get("cv_std"),
+                "n_folds": len(folds),
+                "fold_scores": json.dumps([round(s, 4) for s in folds]),
+                "duration_s": None if t.duration is None else round(t.duration.total_seconds(), 2),
+                **{slot: c.name for slot, c in spec.items()},
+                "params": json.dumps({k: v for k, v in spec_params(spec).items() if "." in k}, default=str),
+                "error": t.user_attrs.get("error"),
+            }
+        )
+    df = pd.DataFrame(rows)
+    return df.sort_values(["cv_score", "trial"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+class Progress:
+    """A progress bar over trials showing the best score so far (an Optuna callback)."""
+
+    def __init__(self, total: int, done: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=done, desc="trials", unit="trial", dynamic_ncols=True)
+        self._lock = threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self._lock:
+            self.bar.update(1)
+            try:
+                self.bar.set_postfix(best=f"{study.best_value:.4f}", trial=study.best_trial.number)
+            except ValueError:  # no completed trial yet
+                pass
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _make_tracker(cfg: TrainConfig) -> Tracker | NullTracker:
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    root = cfg.root_dir
+    uri = cfg.tracking.uri or default_tracking_uri(root)
+    artifacts = cfg.tracking.artifact_location or (root / "mlruns" / "artifacts" / cfg.experiment_name).resolve().as_uri()
+    return Tracker(uri, cfg.experiment_name, artifacts)
+
+
+def _permutation_importance(model: Any, table: UnitTable, scoring: str, seed: int, n_jobs: int) -> pd.DataFrame:
+    from sklearn.inspection import permutation_importance
+
+    with threadpool_limits(limits=1):
+        result = permutation_importance(
+            model, table.X, table.y, scoring=scoring, n_repeats=5, random_state=seed, n_jobs=n_jobs
+        )
+    return pd.DataFrame(
+        {"feature": table.X.columns, "importance_mean": result.importances_mean, "importance_std": result.importances_std}
+    ).sort_values("importance_mean", ascending=False, ignore_index=True)
+
+
+def _fit(spec: PipelineSpec, table: UnitTable, seed: int) -> Any:
+    with threadpool_limits(limits=1):
+        return build_pipeline(spec, seed).fit(table.X, table.y)
+
+
+def _predictions(model: Any, table: UnitTable) -> pd.DataFrame:
+    proba = model.predict_proba(table.X)
+    pred = proba.argmax(axis=1)
+    out = table.units[["recording", "unit_id", "label"]].copy()
+    out["true_class"] = [table.classes[i] for i in table.y]
+    out["predicted_class"] = [table.classes[i] for i in pred]
+    out["confidence"] = proba.max(axis=1)
+    for i, c in enumerate(table.classes):
+        out[f"probability_{c}"] = proba[:, i]
+    return out
+
+
+def _model_folder(cfg: TrainConfig, run_id: str | None) -> Path:
+    if cfg.output.folder:
+        return cfg.resolve_path(cfg.output.folder)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    suffix = f"-{run_id[:8]}" if run_id else ""
+    return cfg.root_dir / "experiments" / cfg.experiment_name / "models" / f"{stamp}{suffix}"
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run one study end to end.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        A validated configuration (see :func:`unitrefine.config.validate_config`).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    UnitRefineError
+        For bad input or configuration; nothing is written in that case.
+    """
+    started = time.perf_counter()
+    if cfg.output.folder:
+        check_output_folder(cfg.resolve_path(cfg.output.folder), cfg.output.overwrite)
+    table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
+    space = parse_search_space(cfg.search_space)
+    plan = make_plan(table, cfg.cv, cfg.seed)
+    train_part, held_part = table.subset(plan.train_index), table.subset(plan.holdout_index)
+    tracker = _make_tracker(cfg)
+    config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(config_dict, dict)
+    versions = package_versions()
+    tags = {
+        "unitrefine.experiment": cfg.experiment_name,
+        "unitrefine.task": cfg.task.name,
+        "unitrefine.dataset": cfg.dataset.name,
+        "unitrefine.dataset_fingerprint": table.fingerprint(),
+        "unitrefine.recordings": ",".join(dict.fromkeys(table.units["recording"])),
+        "unitrefine.holdout_recordings": ",".join(dict.fromkeys(held_part.units["recording"])) or "none",
+        "unitrefine.seed": str(cfg.seed),
+        "mlflow.source.git.commit": _git_commit(cfg.root_dir),
+        **{f"version.{k}": v for k, v in versions.items()},
+    }
+    run_name = f"{cfg.experiment_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    with tracker.parent_run(run_name, tags) as run_id:
+        tracker.log_params(config_dict)
+        study = create_study(cfg.experiment_name, cfg.search, cfg.seed)
+        if cfg.search.enqueue_defaults and not study.trials:
+            for params in space.fixed_trials()[: cfg.search.n_trials]:
+                study.enqueue_trial(params)
+        objective = Objective(space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed)
+        progress = Progress(cfg.search.n_trials, done=sum(t.state.is_finished() for t in study.trials))
+
+        def track(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            spec = space.spec_from_params(t.params) if set(space.slots) <= set(t.params) else {}
+            tracker.log_trial(s, t, spec_params(spec))
+
+        try:
+            run_study(study, objective, cfg.search, callbacks=[track, progress])
+        finally:
+            progress.close()
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        counts = {s: sum(t.state.name.lower() == s for t in study.trials) for s in ("complete", "pruned", "fail")}
+        if not complete:
+            errors = sorted({str(t.user_attrs.get("error", "?")) for t in study.trials})
+            raise UnitRefineError(f"No trial completed ({counts}); errors: {errors[:3]}. Check the search space and the data.")
+        best = study.best_trial
+        spec = space.spec_from_params(best.params)
+        log.info("Best trial %d: CV %s %.4f with %s", best.number, cfg.cv.scoring, best.value, spec_params(spec))
+
+        model_on_train = _fit(spec, train_part, cfg.seed)
+        holdout: dict[str, Any] | None = None
+        held_predictions = importances = None
+        if len(held_part):
+            held_predictions = _predictions(model_on_train, held_part)
+            y_pred = model_on_train.predict(held_part.X)
+            holdout = holdout_report(held_part.y, y_pred, table.classes, held_part.units["recording"].to_numpy())
+            importances = _permutation_importance(model_on_train, held_part, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs)
+        fit_table = table if cfg.cv.refit_on_all and len(held_part) else train_part
+        final = _fit(spec, table, cfg.seed) if fit_table is table else model_on_train
+        exported = export_pipeline(final)
+        board = leaderboard(study, space)
+        model_info = {
+            "metric_params": metric_params_for(table.X.columns),
+            "requirements": versions,
+            "label_conversion": {str(i): c for i, c in enumerate(table.classes)},
+            "task": {"name": cfg.task.name, "classes": list(table.classes), "mapping": dict(cfg.task.mapping)},
+            "features": list(table.X.columns),
+            "best_configuration": spec_params(spec),
+            "cv": {"scoring": cfg.cv.scoring, "best_score": best.value, "n_folds": len(plan.folds), "grouped_by": plan.grouped_by},
+            "holdout": holdout,
+            "trained_on": {
+                "recordings": sorted(set(fit_table.units["recording"])),
+                "class_counts": fit_table.class_counts(),
+                "dataset_fingerprint": fit_table.fingerprint(),
+            },
+            "seed": cfg.seed,
+            "mlflow": {"tracking_uri": getattr(tracker, "uri", None), "run_id": run_id or None},
+            "trusted_types": list(TRUSTED_TYPES),
+        }
+
+        def fill(folder: Path) -> None:
+            dump_model(exported, folder)
+            write_json(folder / INFO_FILE, model_info)
+            (folder / "config.yaml").write_text(OmegaConf.to_yaml(config_dict), encoding="utf-8")
+            training_data = fit_table.X.copy()
+            training_data.insert(0, "unit_id", fit_table.units["unit_id"].to_numpy())
+            training_data.insert(0, "recording", fit_table.units["recording"].to_numpy())
+            labels = fit_table.units[["recording", "unit_id", "label"]].assign(
+                **{"class": [table.classes[i] for i in fit_table.y], "class_code": fit_table.y}
+            )
+            tables = {
+                "model_accuracies.csv": board,
+                "training_data.csv": training_data,
+                "labels.csv": labels,
+                "splits.csv": plan.assignment(table),
+            }
+            if held_predictions is not None and importances is not None and holdout is not None:
+                tables["holdout_predictions.csv"] = held_predictions
+                tables["feature_importance.csv"] = importances
+                plots.feature_importances(importances, folder / "feature_importance.png")
+                plots.confusion(holdout["confusion_matrix"], table.classes, folder / "confusion_matrix.png", "Held-out recordings")
+            write_tables(folder, tables)
+            plots.optimization_history(study, folder / "optimization_history.png")
+            plots.param_importances(study, folder / "param_importance.png")
+
+        folder = write_model_folder(_model_folder(cfg, run_id), fill, cfg.output.overwrite)
+        metrics = {"best_cv_score": float(best.value), "wall_time_s": time.perf_counter() - started}
+        metrics.update({f"n_trials_{k}": v for k, v in counts.items()})
+        if holdout is not None:
+            metrics["holdout_balanced_accuracy"] = holdout["balanced_accuracy"]
+            for c, m in holdout["per_class"].items():
+                metrics.update({f"holdout_{c}_{k}": v for k, v in m.items() if k != "support"})
+        tracker.log_params({f"best.{k}": v for k, v in spec_params(spec).items()})
+        tracker.log_metrics(metrics)
+        tracker.log_artifacts(folder, "model_folder")
+        version = None
+        if cfg.tracking.register:
+            version = tracker.log_model(
+                exported,
+                table.X.head(5),
+                list(TRUSTED_TYPES),
+                [f"{k}=={v}" for k, v in versions.items() if k != "unitrefine"],
+                cfg.tracking.model_name or cfg.experiment_name,
+            )
+        tracker.set_tags({"unitrefine.model_folder": str(folder), "unitrefine.model_version": version or "none"})
+    result = TrainResult(
+        model_folder=folder,
+        run_id=run_id or None,
+        tracking_uri=getattr(tracker, "uri", None),
+        model_version=version,
+        best_trial=best.number,
+        best_cv_score=float(best.value),
+        best_spec=spec,
+        holdout=holdout,
+        trial_counts=counts,
+        wall_time_s=time.perf_counter() - started,
+        study=study,
+    )
+    log_summary(result, board, cfg)
+    return result
+
+
+def log_summary(result: TrainResult, board: pd.DataFrame, cfg: TrainConfig) -> None:
+    """The end-of-run summary: top trials, held-out scores, the model folder and how to look at the run."""
+    top = board[board["state"] == "complete"].head(5)
+    cols = ["trial", "cv_score", "cv_score_std", "imputer", "scaler", "resampler", "classifier"]
+    lines = [
+        "",
+        f"Study '{cfg.experiment_name}': {result.trial_counts} trials in {result.wall_time_s:.0f} s",
+        "Top trials (CV " + cfg.cv.scoring + "):",
+        top[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"),
+    ]
+    if result.holdout:
+        per_rec = ", ".join(f"{r} {m['balanced_accuracy']:.3f}" for r, m in result.holdout["per_recording"].items())
+        lines.append(
+            f"Held-out recordings: balanced accuracy {result.holdout['balanced_accuracy']:.4f} ({per_rec})"
+        )
+    else:
+        lines.append("No held-out recordings (cv.n_holdout_recordings=0): the CV score is the only estimate.")
+    lines.append(f"Model folder: {result.model_folder}")
+    if result.run_id:
+        lines.append(f"MLflow run: {result.run_id} (model version {result.model_version})")
+        lines.append(f"Open the UI: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+    log.info("\n".join(lines))

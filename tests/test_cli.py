@@ -1,0 +1,57 @@
+"""The command line as users run it: a real subprocess, real Hydra, exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "unitrefine.train", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def outputs(tmp_path: Path) -> list[str]:
+    out = tmp_path / "out"
+    return [
+        f"tracking.uri=sqlite:///{out}/mlflow.db",
+        f"tracking.artifact_location={out.as_uri()}/artifacts",
+        f"output.folder={out}/model",
+    ]
+
+
+def test_smoke_experiment_runs_from_any_directory_and_reports(tmp_path: Path) -> None:
+    """The shipped tutorial data is found relative to the project, not to the working directory."""
+    proc = run_cli("+experiment=smoke", "search.n_trials=2", *outputs(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Loaded 796 units from 1 recordings" in proc.stderr
+    assert "Top trials" in proc.stderr and "mlflow ui --backend-store-uri" in proc.stderr
+    assert (tmp_path / "out" / "model" / "best_model.skops").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # Hydra wrote nothing into the cwd
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset.recordings.0.metrics=/no/such/metrics.csv"], "The metrics file /no/such/metrics.csv does not exist"),
+        (["search.n_trials=abc"], "search.n_trials"),
+        (["+search_space.classifier.random_forrest={}"], "random_forrest"),
+        (["task=noise_vs_neural", "~task.mapping.mua"], "'mua' (first at unit"),
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli("+experiment=smoke", *args, *outputs(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_experiment_fails_with_hydra_message(tmp_path: Path) -> None:
+    proc = run_cli("+experiment=nope", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "experiment/nope" in proc.stderr

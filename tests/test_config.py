@@ -1,0 +1,66 @@
+"""Configs compose like the command line, and bad values fail at the boundary with the key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from unitrefine.config import CONF_DIR, compose_config, validate_config
+from unitrefine.errors import UnitRefineError
+from unitrefine.search_space import parse_search_space
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_validates_and_has_a_valid_space(name: str) -> None:
+    cfg = validate_config(compose_config([f"+experiment={name}"]))
+    assert cfg.experiment_name == name
+    parse_search_space(cfg.search_space)
+    for rec in cfg.dataset.recordings:
+        assert cfg.resolve_path(rec.metrics).is_file(), rec.metrics
+        assert rec.labels is None or cfg.resolve_path(rec.labels).is_file(), rec.labels
+
+
+def test_mouse_v1_is_sua_vs_all_on_nine_recordings_grouped_with_mouse3_held_out() -> None:
+    cfg = validate_config(compose_config(["+experiment=mouse_v1"]))
+    assert cfg.task.name == "sua_vs_all" and cfg.task.classes == ["other", "good"]
+    assert len(cfg.dataset.recordings) == 9
+    assert cfg.cv.group_by == "recording"
+    assert cfg.cv.holdout_recordings == ["mouse3a_imec0", "mouse3b_imec0", "mouse3c_imec0"]
+
+
+def test_keys_other_tooling_relies_on_exist() -> None:
+    cfg = validate_config(compose_config(
+        ["seed=3", "search.n_trials=7", "search.timeout_s=60", "search.n_jobs=1", "search.storage=sqlite:///x.db",
+         "tracking.uri=sqlite:///y.db", "experiment_name=z"]
+    ))
+    assert (cfg.seed, cfg.search.n_trials, cfg.search.timeout_s, cfg.search.n_jobs) == (3, 7, 60, 1)
+    assert (cfg.search.storage, cfg.tracking.uri, cfg.experiment_name) == ("sqlite:///x.db", "sqlite:///y.db", "z")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["search.n_trials=abc"], r"search\.n_trials"),
+        (["+search.n_trails=5"], r"n_trails"),
+        (["search.n_trials=0"], r"search\.n_trials must be >= 1"),
+        (["cv.group_by=animal"], r"cv\.group_by"),
+        (["search.pruner=magic"], r"search\.pruner"),
+        (["cv.n_splits=1"], r"cv\.n_splits"),
+        (["task.positive_class=great"], r"positive_class 'great'"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: list[str], match: str) -> None:
+    with pytest.raises(UnitRefineError, match=match):
+        validate_config(compose_config(overrides))
+
+
+def test_unknown_experiment_is_a_clear_error() -> None:
+    with pytest.raises(UnitRefineError, match="experiment/nope"):
+        compose_config(["+experiment=nope"])
+
+
+def test_train_yaml_keeps_experiment_out_of_its_defaults() -> None:
+    text = (CONF_DIR / "train.yaml").read_text()
+    defaults = text.split("defaults:")[1].split("\n\n")[0]
+    assert "experiment" not in defaults

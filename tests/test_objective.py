@@ -1,0 +1,120 @@
+"""No leakage: every step of the pipeline is fitted inside each CV fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import StratifiedKFold
+
+from unitrefine.objective import Objective
+from unitrefine.search_space import parse_search_space
+
+OVERSAMPLED_FOREST = {
+    "imputer": {"median": {}},
+    "scaler": {"none": {}},
+    "resampler": {"random_over": {}},
+    "classifier": {"random_forest": {"n_estimators": 50, "min_samples_leaf": 1, "max_features": 1.0}},
+}
+
+
+def noise_data(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features with no relation to the (imbalanced) labels: an honest score is chance, 0.5."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 5)).astype(np.float32), columns=[f"m{i}" for i in range(5)])
+    y = (rng.random(n) < 0.2).astype(np.int64)
+    return X, y
+
+
+def test_oversampling_inside_folds_keeps_a_noise_score_at_chance() -> None:
+    """Oversampling before the split copies validation units into training and inflates the score.
+
+    The objective must score label noise at chance level, while the leaky procedure (resample first,
+    then cross-validate) scores it far higher on the same data with the same model.
+    """
+    X, y = noise_data()
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(X, y))
+    score = get_scorer("balanced_accuracy")
+    objective = Objective(parse_search_space(OVERSAMPLED_FOREST), X, y, folds, score, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=1)
+    honest = study.best_value
+
+    from imblearn.over_sampling import RandomOverSampler
+    from sklearn.ensemble import RandomForestClassifier
+
+    Xr, yr = RandomOverSampler(random_state=0).fit_resample(X, y)
+    leaky_folds = StratifiedKFold(5, shuffle=True, random_state=0).split(Xr, yr)
+    leaky = np.mean(
+        [
+            score(
+                RandomForestClassifier(n_estimators=50, max_features=1.0, random_state=0).fit(Xr.iloc[tr], yr[tr]),
+                Xr.iloc[va],
+                yr[va],
+            )
+            for tr, va in leaky_folds
+        ]
+    )
+    assert honest < 0.62
+    assert leaky > honest + 0.2
+
+
+def test_objective_score_equals_per_fold_fit_of_the_whole_pipeline() -> None:
+    """The objective's fold scores are those of the pipeline fitted on the training folds only.
+
+    Fitting the imputer and scaler on all units first (the leak SpikeInterface's trainer has) gives
+    different fold scores on this data, so the comparison can tell the two apart.
+    """
+    rng = np.random.default_rng(1)
+    n = 240
+    X = pd.DataFrame(rng.normal(size=(n, 3)).astype(np.float32), columns=["a", "b", "c"])
+    y = (X["a"] + 0.8 * rng.normal(size=n) > 0.3).astype(np.int64).to_numpy()
+    X.loc[rng.random(n) < 0.3, "a"] = np.nan
+    X.loc[np.arange(n) % 4 == 0, "b"] += 5.0  # a shift that the fold's own scaler sees differently
+    space = parse_search_space(
+        {
+            "imputer": {"mean": {}},
+            "scaler": {"standard": {}},
+            "resampler": {"none": {}},
+            "classifier": {"logistic_regression": {"C": 0.05}},
+        }
+    )
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=0).split(X, y))
+    score = get_scorer("balanced_accuracy")
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(space, X, y, folds, score, seed=0), n_trials=1)
+    fold_scores = study.best_trial.user_attrs["fold_scores"]
+
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def model() -> object:
+        return make_pipeline(
+            SimpleImputer(), StandardScaler(), LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000, random_state=0)
+        )
+
+    honest = [score(model().fit(X.iloc[tr], y[tr]), X.iloc[va], y[va]) for tr, va in folds]
+    Xl = pd.DataFrame(StandardScaler().fit_transform(SimpleImputer().fit_transform(X)), columns=X.columns)
+    clf = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000, random_state=0)
+    leaky = [score(clf.fit(Xl.iloc[tr], y[tr]), Xl.iloc[va], y[va]) for tr, va in folds]
+    np.testing.assert_allclose(fold_scores, honest)
+    assert not np.allclose(fold_scores, leaky)
+
+
+def test_failing_configuration_fails_the_trial_with_its_reason() -> None:
+    """SMOTE asked for more neighbours than minority units fails that trial, not the search."""
+    X, y = noise_data(n=60)
+    y[:] = 0
+    y[:4] = 1
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    space = parse_search_space(
+        {"imputer": {"median": {}}, "scaler": {"none": {}}, "resampler": {"smote": {"k_neighbors": 8}},
+         "classifier": {"logistic_regression": {}}}
+    )
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(space, X, y, folds, get_scorer("balanced_accuracy"), seed=0), n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    assert "n_neighbors" in study.trials[0].user_attrs["error"] or "neighbors" in study.trials[0].user_attrs["error"]

@@ -1,0 +1,147 @@
+"""End to end on tiny data: a real Optuna study, a real MLflow store in tmp_path, a SpikeInterface load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_config
+from mlflow.tracking import MlflowClient
+
+from unitrefine.errors import UnitRefineError
+from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.export import load_model_folder
+from unitrefine.training import train
+
+N_TRIALS = 4
+
+
+@pytest.fixture
+def smoke_result(tmp_path: Path, tiny_recordings: list[dict[str, str]]):
+    """One smoke study: 3 recordings searched with grouped CV, rec3 held out, exported model not refit."""
+    cfg = make_config(
+        tmp_path,
+        tiny_recordings,
+        [f"search.n_trials={N_TRIALS}", "search.n_jobs=2", "cv.n_splits=3", "cv.group_by=recording",
+         "cv.holdout_recordings=[rec3]", "cv.refit_on_all=false"],
+    )
+    return cfg, train(cfg)
+
+
+def test_model_folder_has_the_spikeinterface_contract_and_the_audit_trail(smoke_result) -> None:
+    cfg, result = smoke_result
+    folder = result.model_folder
+    assert folder.parent == Path(cfg.root) / "experiments" / "smoke" / "models"
+    assert [p.name for p in folder.glob("*.skops")] == ["best_model.skops"]
+    info = json.loads((folder / "model_info.json").read_text())
+    assert info["label_conversion"] == {"0": "other", "1": "good"}
+    assert info["requirements"]["spikeinterface"]
+    assert "snr" in info["metric_params"]["quality_metric_params"]["metric_names"]
+    assert "peak_to_trough_duration" in info["metric_params"]["template_metric_params"]["metric_names"]
+    board = pd.read_csv(folder / "model_accuracies.csv")
+    assert len(board) == N_TRIALS
+    assert board["cv_score"].iloc[0] == pytest.approx(result.best_cv_score)
+    splits = pd.read_csv(folder / "splits.csv")
+    assert set(splits.loc[splits["split"] == "holdout", "recording"]) == {"rec3"}
+    assert splits.loc[splits["split"] == "train", "fold"].between(0, 2).all()
+    held = pd.read_csv(folder / "holdout_predictions.csv")
+    assert set(held["recording"]) == {"rec3"} and len(held) == 60
+    np.testing.assert_allclose(held[["probability_other", "probability_good"]].sum(axis=1), 1.0, rtol=1e-6)
+    # Not refit: the exported model is trained on the three searched recordings only.
+    assert set(pd.read_csv(folder / "training_data.csv")["recording"]) == {"rec0", "rec1", "rec2"}
+    for png in ("optimization_history.png", "confusion_matrix.png", "feature_importance.png"):
+        assert (folder / png).stat().st_size > 1000
+    assert not list(folder.parent.glob(".*partial*"))
+    assert result.holdout is not None and set(result.holdout["per_recording"]) == {"rec3"}
+
+
+def test_spikeinterface_loads_the_folder_and_predicts_like_us(smoke_result, tiny_recordings) -> None:
+    from spikeinterface.curation import load_model
+
+    _, result = smoke_result
+    folder = result.model_folder
+    si_model, si_info = load_model(model_folder=folder, trusted=list(TRUSTED_TYPES))
+    ours, info = load_model_folder(folder)
+    assert si_info["label_conversion"] == info["label_conversion"]
+    held = pd.read_csv(folder / "holdout_predictions.csv")
+    X = pd.read_csv(tiny_recordings[3]["metrics"])
+    X = X.rename(columns={"peak_to_valley": "peak_to_trough_duration"})[list(si_model.feature_names_in_)]
+    X = X.astype("float32")
+    si_proba = si_model.predict_proba(X)
+    np.testing.assert_allclose(si_proba, ours.predict_proba(X))
+    np.testing.assert_allclose(si_proba[:, 1], held["probability_good"], rtol=1e-6)
+    labels = [si_info["label_conversion"][str(i)] for i in si_model.predict(X)]
+    assert labels == held["predicted_class"].tolist()
+
+
+def test_mlflow_holds_parent_nested_trials_artifacts_and_registered_model(smoke_result) -> None:
+    cfg, result = smoke_result
+    client = MlflowClient(result.tracking_uri)
+    assert result.tracking_uri == f"sqlite:///{Path(cfg.root) / 'mlruns' / 'mlflow.db'}"
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
+    assert [p.info.run_id for p in parent] == [result.run_id]
+    assert len(nested) == N_TRIALS
+    assert {r.data.tags["optuna.trial_number"] for r in nested} == {str(i) for i in range(N_TRIALS)}
+    for r in nested:
+        assert "classifier" in r.data.params
+        if r.data.tags["optuna.state"] == "complete":
+            assert r.info.status == "FINISHED" and "cv_score" in r.data.metrics
+    p = parent[0]
+    assert p.info.status == "FINISHED"
+    assert p.data.metrics["holdout_balanced_accuracy"] == pytest.approx(result.holdout["balanced_accuracy"])
+    assert p.data.tags["unitrefine.holdout_recordings"] == "rec3"
+    assert len(p.data.tags["unitrefine.dataset_fingerprint"]) == 64
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "model_folder")}
+    assert {"model_folder/model_accuracies.csv", "model_folder/optimization_history.png",
+            "model_folder/best_model.skops"} <= artifacts
+    assert Path(cfg.root, "mlruns", "artifacts", "smoke").is_dir()
+    version = client.get_model_version("smoke", result.model_version)
+    assert version.run_id == result.run_id
+
+
+def test_refit_on_all_trains_the_export_on_every_recording(tmp_path: Path, tiny_recordings) -> None:
+    cfg = make_config(
+        tmp_path, tiny_recordings,
+        ["search.n_trials=2", "cv.n_splits=3", "cv.holdout_recordings=[rec3]", "tracking.enabled=false"],
+    )
+    result = train(cfg)
+    assert set(pd.read_csv(result.model_folder / "training_data.csv")["recording"]) == {"rec0", "rec1", "rec2", "rec3"}
+    assert result.run_id is None and result.model_version is None
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_existing_output_folder_is_refused_before_any_work_and_replaced_with_overwrite(
+    tmp_path: Path, tiny_recordings
+) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", f"output.folder={out}"])
+    with pytest.raises(UnitRefineError, match="already exists"):
+        train(cfg)
+    assert (out / "keep.txt").read_text() == "mine"
+    assert not (tmp_path / "mlruns").exists()  # refused before the tracking store was touched
+    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", f"output.folder={out}", "output.overwrite=true",
+                                                  "tracking.enabled=false"])
+    train(cfg)
+    assert not (out / "keep.txt").exists() and (out / "best_model.skops").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_same_seed_gives_the_same_sequential_study(tmp_path: Path, tiny_recordings) -> None:
+    def run(sub: str):
+        cfg = make_config(
+            tmp_path / sub, tiny_recordings,
+            ["search.n_trials=5", "search.n_jobs=1", "tracking.enabled=false", "cv.n_splits=3"],
+        )
+        return train(cfg).study
+
+    a, b = run("a"), run("b")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.value for t in a.trials] == [t.value for t in b.trials]
