@@ -11,7 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from unitrefine.config import compose_config, validate_config
-from unitrefine.data import _split_unit_ids, read_table
+from unitrefine.data import read_table, split_unit_ids
 from unitrefine.errors import UnitRefineError
 from unitrefine.training import TrainResult, train
 
@@ -47,7 +47,7 @@ def _labels_file(labels: Any, metrics_path: Path, tmp: Path, i: int) -> str:
     if isinstance(labels, (str, Path)):
         return str(labels)
     values = list(labels)
-    ids, _ = _split_unit_ids(read_table(metrics_path, "metrics"), metrics_path)
+    ids, _ = split_unit_ids(read_table(metrics_path, "metrics"), metrics_path)
     if len(values) != len(ids):
         raise UnitRefineError(
             f"labels[{i}] has {len(values)} labels but {metrics_path} has {len(ids)} units; they must align row by row."

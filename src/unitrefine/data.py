@@ -143,7 +143,7 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
     return df
 
 
-def _split_unit_ids(df: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.DataFrame]:
+def split_unit_ids(df: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.DataFrame]:
     """Find the unit-id column (named, or SpikeInterface's empty header); return ids and the rest."""
     cols = list(df.columns)
     named = [c for c in ID_COLUMNS if c in cols]
@@ -219,7 +219,7 @@ def current_metric_name(name: str) -> str:
 def _read_labels(path: Path) -> pd.Series:
     """Read a Phy ``cluster_group.tsv`` or a CSV of unit id + label; return labels indexed by unit id."""
     df = read_table(path, "labels")
-    ids, rest = _split_unit_ids(df, path)
+    ids, rest = split_unit_ids(df, path)
     named = [c for c in LABEL_COLUMNS if c in rest.columns]
     if named:
         label_col = named[0]
@@ -263,7 +263,7 @@ def _load_recording(rec: RecordingConfig, dataset: DatasetConfig, task: TaskConf
     """One recording's metrics joined with its mapped labels (columns: metrics..., ``__class``, ``__label``)."""
     metrics_path = root / Path(rec.metrics).expanduser()
     df = read_table(metrics_path, "metrics")
-    ids, rest = _split_unit_ids(df, metrics_path)
+    ids, rest = split_unit_ids(df, metrics_path)
     if rec.labels is not None:
         labels_path = root / Path(rec.labels).expanduser()
         labels = _read_labels(labels_path)

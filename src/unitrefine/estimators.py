@@ -19,11 +19,10 @@ from sklearn.ensemble import (
 )
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (registers IterativeImputer)
 from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import BayesianRidge, LogisticRegression
 from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import MinMaxScaler, QuantileTransformer, RobustScaler, StandardScaler
-from sklearn.linear_model import BayesianRidge
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, QuantileTransformer, RobustScaler, StandardScaler
 from sklearn.svm import SVC
 
 GROUPS = ("imputer", "scaler", "resampler", "classifier")
@@ -126,7 +125,7 @@ class Component:
 
 
 #: Parameters set by ``make`` or a builder, never by a search space.
-_SET_BY_US = {"random_state", "n_jobs", "hidden_layer_sizes"}
+_SET_BY_US = {"random_state", "n_jobs", "hidden_layer_sizes", "estimator", "scoring", "callbacks"}
 _TREE = ("sklearn.tree._tree.Tree",)
 _COMPONENTS = (
     Component("median", "imputer", SimpleImputer, defaults={"strategy": "median"}),
@@ -189,10 +188,13 @@ _COMPONENTS = (
         "classifier",
         _mlp,
         params_from=MLPClassifier,
-        defaults={"max_iter": 500, "early_stopping": True},
+        defaults={"max_iter": 500},
         seeded=True,
         extra_params=("n_layers", "n_units"),
-        trusted_types=("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",),
+        trusted_types=(
+            "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+            "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        ),
     ),
     Component(
         "xgboost",
@@ -203,7 +205,14 @@ _COMPONENTS = (
         single_threaded=True,
         trusted_types=("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"),
     ),
-    Component("svc", "classifier", _svc, params_from=SVC, defaults={"class_weight": "balanced"}),
+    Component(
+        "svc",
+        "classifier",
+        _svc,
+        params_from=SVC,
+        defaults={"class_weight": "balanced"},
+        trusted_types=("sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"),
+    ),
 )
 
 #: group -> name -> component

@@ -9,6 +9,7 @@ integers when both ends are integers, ``step`` optional). Optuna names are names
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,10 @@ def _middle(param: Param) -> Any:
     return mid
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _parse_param(where: str, raw: Any) -> Param:
     if isinstance(raw, _SCALAR):
         return Param("fixed", value=raw)
@@ -127,11 +132,15 @@ def _parse_param(where: str, raw: Any) -> Param:
             raise UnitRefineError(
                 f"{where}: a range is {{low: ..., high: ..., log: false, step: null}} (got {dict(raw)!r})."
             )
-        low, high, log, step = raw["low"], raw["high"], bool(raw.get("log", False)), raw.get("step")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        low, high, log, step = raw["low"], raw["high"], raw.get("log", False), raw.get("step")
+        if not all(_is_number(v) and math.isfinite(v) for v in (low, high)):
             raise UnitRefineError(
-                f"{where}: low and high must be numbers (got {low!r}, {high!r}); write 1.0e-3, not 1e-3."
+                f"{where}: low and high must be finite numbers (got {low!r}, {high!r}); write 1.0e-3, not 1e-3."
             )
+        if not isinstance(log, bool):
+            raise UnitRefineError(f"{where}: log must be true or false (got {log!r}).")
+        if step is not None and not (_is_number(step) and step > 0):
+            raise UnitRefineError(f"{where}: step must be a positive number (got {step!r}).")
         if low >= high:
             raise UnitRefineError(f"{where}: low ({low}) must be below high ({high}).")
         if log and low <= 0:
@@ -168,6 +177,11 @@ def parse_search_space(raw: Mapping[str, Any]) -> SearchSpace:
         choices = raw.get(slot)
         if not choices:
             raise UnitRefineError(f"search_space.{slot}: list at least one of {sorted(REGISTRY[slot])}.")
+        if not isinstance(choices, Mapping):
+            raise UnitRefineError(
+                f"search_space.{slot}: expected a mapping of choices to parameters, e.g. {{random_forest: {{}}}}; "
+                f"got {choices!r}."
+            )
         slots[slot] = {}
         for name, params in choices.items():
             where = f"search_space.{slot}.{name}"

@@ -102,6 +102,7 @@ class Progress:
         self._lock = threading.Lock()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Advance the bar by one finished trial."""
         with self._lock:
             self.bar.update(1)
             try:
@@ -110,6 +111,7 @@ class Progress:
                 pass
 
     def close(self) -> None:
+        """Close the bar."""
         self.bar.close()
 
 
