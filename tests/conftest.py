@@ -15,12 +15,17 @@ from unitrefine.config import TrainConfig, compose_config, validate_config
 LABELS = np.array(["good", "mua", "noise"])
 
 
-def write_recording(folder: Path, n_units: int, seed: int, id_header: str = "cluster_id") -> dict[str, str]:
-    """Write a metrics CSV and a Phy cluster_group.tsv whose labels depend on the metrics (learnable)."""
+def write_recording(
+    folder: Path, n_units: int, seed: int, id_header: str = "cluster_id", spread: float = 1.0
+) -> dict[str, str]:
+    """Write a metrics CSV and a Phy cluster_group.tsv whose labels depend on the metrics (learnable).
+
+    ``spread`` scales the within-class noise: above about 2 the classes overlap and no model is perfect.
+    """
     rng = np.random.default_rng(seed)
     labels = LABELS[rng.choice(3, size=n_units, p=[0.35, 0.4, 0.25])]
-    snr = np.where(labels == "good", 8.0, np.where(labels == "mua", 4.0, 1.5)) + rng.normal(0, 1.2, n_units)
-    isi = np.where(labels == "good", 0.05, 0.6) + rng.gamma(1.0, 0.1, n_units)
+    snr = np.where(labels == "good", 8.0, np.where(labels == "mua", 4.0, 1.5)) + rng.normal(0, 1.2 * spread, n_units)
+    isi = np.where(labels == "good", 0.05, 0.6) + rng.gamma(1.0, 0.1 * spread, n_units)
     df = pd.DataFrame(
         {
             id_header: np.arange(n_units) * 2 + 1,

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import GROUPS, REGISTRY, TRUSTED_TYPES, Component
 from unitrefine.export import MODEL_FILE, dump_model, load_skops
-from unitrefine.pipeline import build_pipeline, export_pipeline
+from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
 from unitrefine.search_space import Choice
 
 #: Small settings so every fit takes milliseconds (defaults of some estimators are large).
@@ -199,9 +199,26 @@ def test_parameter_dependent_types_are_declared_and_needed(key, data, tmp_path: 
     load_skops(path)
 
 
-def test_every_trusted_type_is_needed(dumped) -> None:
-    """No stale entries: each trusted type shows up in some component's exported pipeline."""
-    union: set[str] = set().union(*(dumped(g, n).untrusted for g, n in COMPONENTS), *BY_PARAMETER.values())
+def dump_soft_vote(dumped, data, folder: Path) -> tuple[Path, np.ndarray]:
+    """Dump a 2:1 soft vote of two exported pipelines; return the file and its expected probabilities."""
+    X, y = data
+    members = [("a", dumped("classifier", "random_forest").exported), ("b", dumped("classifier", "svc").exported)]
+    path = dump_model(soft_vote(members, [2, 1], X, y), folder)
+    return path, (2 * members[0][1].predict_proba(X) + members[1][1].predict_proba(X)) / 3
+
+
+def test_soft_vote_ensemble_round_trips_through_skops(dumped, data, tmp_path: Path) -> None:
+    path, expected = dump_soft_vote(dumped, data, tmp_path)
+    assert untrusted_types(path) <= set(TRUSTED_TYPES)
+    np.testing.assert_allclose(load_skops(path).predict_proba(data[0]), expected)
+
+
+def test_every_trusted_type_is_needed(dumped, data, tmp_path: Path) -> None:
+    """No stale entries: each trusted type shows up in some component's exported pipeline or an ensemble."""
+    ensemble_types = untrusted_types(dump_soft_vote(dumped, data, tmp_path)[0])
+    union: set[str] = set().union(
+        *(dumped(g, n).untrusted for g, n in COMPONENTS), *BY_PARAMETER.values(), ensemble_types
+    )
     assert COMMON_TYPES <= union  # numpy.dtype really is in every pipeline
     unused = set(TRUSTED_TYPES) - union
     # collections.OrderedDict never appears with the installed versions (sklearn 1.9, skops 0.16): it
@@ -221,7 +238,7 @@ IMPORT_ORDER_SCRIPT = textwrap.dedent(
         import skops.io as sio
     from pathlib import Path
     from unitrefine.export import dump_model, load_skops
-    from unitrefine.pipeline import build_pipeline, export_pipeline
+    from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
     from unitrefine.search_space import Choice
 
     rng = np.random.default_rng(0)

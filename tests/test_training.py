@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config
+from conftest import make_config, write_recording
 from mlflow.tracking import MlflowClient
 
 from unitrefine.errors import UnitRefineError
@@ -145,3 +145,34 @@ def test_same_seed_gives_the_same_sequential_study(tmp_path: Path, tiny_recordin
     a, b = run("a"), run("b")
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert [t.value for t in a.trials] == [t.value for t in b.trials]
+
+
+def test_ensemble_export_is_one_pipeline_that_spikeinterface_loads(tmp_path: Path) -> None:
+    from sklearn.pipeline import Pipeline
+    from spikeinterface.curation import load_model
+
+    recordings = [
+        {"id": f"rec{i}", **write_recording(tmp_path / "hard" / f"rec{i}", n_units=80, seed=7 + i, spread=4.0)}
+        for i in range(4)
+    ]
+    cfg = make_config(
+        tmp_path, recordings,
+        ["search.n_trials=8", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec3]",
+         "cv.refit_on_all=false", "tracking.enabled=false", "ensemble.rounds=10", "ensemble.candidates=8"],
+    )
+    result = train(cfg)
+    info = json.loads((result.model_folder / "model_info.json").read_text())
+    si_model, _ = load_model(model_folder=result.model_folder, trusted=list(TRUSTED_TYPES))
+    assert isinstance(si_model, Pipeline)
+    X = pd.read_csv(recordings[3]["metrics"]).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
+    X = X[list(si_model.feature_names_in_)].astype("float32")
+    held = pd.read_csv(result.model_folder / "holdout_predictions.csv")
+    np.testing.assert_allclose(si_model.predict_proba(X)[:, 1], held["probability_good"], rtol=1e-6)
+    # On overlapping classes the selection mixes trials; the members and weights are recorded and the
+    # exported model averages exactly those.
+    assert result.ensemble is not None and len(result.ensemble) > 1
+    assert [m["trial"] for m in info["ensemble"]] == list(result.ensemble)
+    vote = si_model.named_steps["ensemble"]
+    assert list(vote.weights) == list(result.ensemble.values())
+    assert [name for name, _ in vote.estimators] == [f"trial_{n}" for n in result.ensemble]
+    assert "best_single_trial_balanced_accuracy" in info["holdout"]

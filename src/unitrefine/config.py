@@ -73,6 +73,14 @@ class SearchConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """Soft-voting ensemble chosen from the trials' out-of-fold predictions; ``rounds: 0`` exports the best trial."""
+
+    rounds: int = 0
+    candidates: int = 20
+
+
+@dataclass
 class TrackingConfig:
     """MLflow tracking. ``uri: null`` means ``sqlite:///<project>/mlruns/mlflow.db``."""
 
@@ -103,6 +111,7 @@ class TrainConfig:
     search_space: dict[str, Any] = field(default_factory=dict)
     cv: CVConfig = field(default_factory=CVConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -160,6 +169,8 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"search.timeout_s must be > 0 or null (got {cfg.search.timeout_s})")
     if cfg.search.pruner not in ("median", "hyperband", "wilcoxon", "none"):
         problems.append(f"search.pruner must be median, hyperband, wilcoxon or none (got '{cfg.search.pruner}')")
+    if cfg.ensemble.rounds < 0 or cfg.ensemble.candidates < 1:
+        problems.append("ensemble.rounds must be >= 0 and ensemble.candidates >= 1")
     if cfg.cv.n_splits < 2:
         problems.append(f"cv.n_splits must be >= 2 (got {cfg.cv.n_splits})")
     if cfg.cv.group_by not in (None, "recording", "subject"):

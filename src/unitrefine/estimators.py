@@ -223,7 +223,11 @@ for _c in _COMPONENTS:
 #: Types beyond skops' defaults that any exported pipeline may contain. Reviewed by hand; loading
 #: trusts exactly these and nothing read from a model file.
 TRUSTED_TYPES: tuple[str, ...] = tuple(
-    sorted({"collections.OrderedDict", "numpy.dtype"} | {t for c in _COMPONENTS for t in c.trusted_types})
+    sorted(
+        # numpy.dtype: every fitted pipeline; Bunch: the named members of a soft-voting ensemble.
+        {"collections.OrderedDict", "numpy.dtype", "sklearn.utils._bunch.Bunch"}
+        | {t for c in _COMPONENTS for t in c.trusted_types}
+    )
 )
 
 

@@ -39,6 +39,8 @@ class Objective:
         A scikit-learn scorer ``score(estimator, X, y) -> float``, higher is better.
     seed : int
         ``random_state`` of every seeded step.
+    keep_oof : bool
+        Keep every completed trial's out-of-fold class probabilities in :attr:`oof` (for ensembles).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class Objective:
         folds: list[Split],
         score: Callable[[Any, pd.DataFrame, np.ndarray], float],
         seed: int,
+        keep_oof: bool = False,
     ) -> None:
         self.space = space
         self.X = X
@@ -56,11 +59,14 @@ class Objective:
         self.folds = folds
         self.score = score
         self.seed = seed
+        self.keep_oof = keep_oof
+        self.oof: dict[int, np.ndarray] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Cross-validate the trial's pipeline; prune after any fold the pruner says is hopeless."""
         spec = self.space.sample(trial)
         scores: list[float] = []
+        oof = np.full((len(self.y), int(self.y.max()) + 1), np.nan) if self.keep_oof else None
         # One thread per fit: parallelism comes from running trials side by side.
         with threadpool_limits(limits=1):
             for k, (train, valid) in enumerate(self.folds):
@@ -68,6 +74,8 @@ class Objective:
                 try:
                     model.fit(self.X.iloc[train], self.y[train])
                     scores.append(float(self.score(model, self.X.iloc[valid], self.y[valid])))
+                    if oof is not None:
+                        oof[valid] = model.predict_proba(self.X.iloc[valid])
                 except CONFIG_ERRORS as exc:
                     reason = f"fold {k}: {type(exc).__name__}: {str(exc).splitlines()[0]}"[:500]
                     log.warning("Trial %d failed (%s); the search goes on.", trial.number, reason)
@@ -78,4 +86,6 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {k}")
         trial.set_user_attr("cv_std", float(np.std(scores)))
+        if oof is not None:
+            self.oof[trial.number] = oof
         return float(np.mean(scores))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
 from imblearn.pipeline import Pipeline as ImbPipeline
+from sklearn.ensemble import VotingClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from unitrefine.estimators import GROUPS, get_component
@@ -41,3 +47,16 @@ def export_pipeline(fitted: ImbPipeline) -> Pipeline:
     ``sklearn.pipeline.Pipeline`` that SpikeInterface's ``load_model`` requires.
     """
     return Pipeline([(name, step) for name, step in fitted.steps if name != "resampler"])
+
+
+def soft_vote(members: Sequence[tuple[str, Pipeline]], weights: Sequence[int], X: pd.DataFrame, y: np.ndarray) -> Pipeline:
+    """Combine fitted exported pipelines into one ``Pipeline`` that averages their probabilities.
+
+    The members stay as fitted (``FrozenEstimator``): the vote only learns the class labels. The result
+    is a plain scikit-learn ``Pipeline`` whose ``feature_names_in_`` are the metric names, which
+    SpikeInterface loads like a single model.
+    """
+    vote = VotingClassifier(
+        [(name, FrozenEstimator(model)) for name, model in members], voting="soft", weights=list(weights)
+    )
+    return Pipeline([("ensemble", vote.fit(X, y))])

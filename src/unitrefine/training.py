@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from unitrefine import plots
 from unitrefine.config import TrainConfig
 from unitrefine.data import UnitTable, load_dataset
+from unitrefine.ensemble import Selection, select_ensemble
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
 from unitrefine.evaluation import holdout_report, make_plan, scorer
@@ -34,7 +35,7 @@ from unitrefine.export import (
     write_tables,
 )
 from unitrefine.objective import Objective
-from unitrefine.pipeline import build_pipeline, export_pipeline
+from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
 from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
 from unitrefine.study import create_study, run_study
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
@@ -53,6 +54,7 @@ class TrainResult:
     best_trial: int
     best_cv_score: float
     best_spec: PipelineSpec
+    ensemble: dict[int, int] | None
     holdout: dict[str, Any] | None
     trial_counts: dict[str, int]
     wall_time_s: float
@@ -161,6 +163,25 @@ def _predictions(model: Any, table: UnitTable) -> pd.DataFrame:
     return out
 
 
+def _select_ensemble(
+    cfg: TrainConfig, complete: list[optuna.trial.FrozenTrial], objective: Objective, part: UnitTable
+) -> Selection | None:
+    """Pick the soft-voting members from the best trials' out-of-fold predictions (None when disabled)."""
+    if cfg.ensemble.rounds == 0:
+        return None
+    ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
+    candidates = [t.number for t in ranked[: cfg.ensemble.candidates]]
+    selection = select_ensemble(objective.oof, part.y, candidates, cfg.ensemble.rounds)
+    if selection.is_ensemble:
+        log.info(
+            "Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",
+            selection.weights, selection.score, selection.single_trial, selection.single_score,
+        )
+    else:
+        log.info("No ensemble beats the best single trial out of fold (%.4f): exporting one model.", selection.score)
+    return selection
+
+
 def _model_folder(cfg: TrainConfig, run_id: str | None) -> Path:
     if cfg.output.folder:
         return cfg.resolve_path(cfg.output.folder)
@@ -215,7 +236,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         if cfg.search.enqueue_defaults and not study.trials:
             for params in space.fixed_trials()[: cfg.search.n_trials]:
                 study.enqueue_trial(params)
-        objective = Objective(space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed)
+        objective = Objective(
+            space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
+            keep_oof=cfg.ensemble.rounds > 0,
+        )
         progress = Progress(cfg.search.n_trials, done=sum(t.state.is_finished() for t in study.trials))
 
         def track(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
@@ -234,8 +258,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         best = study.best_trial
         spec = space.spec_from_params(best.params)
         log.info("Best trial %d: CV %s %.4f with %s", best.number, cfg.cv.scoring, best.value, spec_params(spec))
+        selection = _select_ensemble(cfg, complete, objective, train_part)
+        members = selection.weights if selection is not None and selection.is_ensemble else {best.number: 1}
+        specs = {n: space.spec_from_params(study.trials[n].params) for n in members}
 
-        model_on_train = _fit(spec, train_part, cfg.seed)
+        def fit_model(part: UnitTable) -> Any:
+            fitted = [(f"trial_{n}", export_pipeline(_fit(specs[n], part, cfg.seed))) for n in members]
+            return fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(members.values()), part.X, part.y)
+
+        model_on_train = fit_model(train_part)
         holdout: dict[str, Any] | None = None
         held_predictions = importances = None
         if len(held_part):
@@ -243,9 +274,13 @@ def train(cfg: TrainConfig) -> TrainResult:
             y_pred = model_on_train.predict(held_part.X)
             holdout = holdout_report(held_part.y, y_pred, table.classes, held_part.units["recording"].to_numpy())
             importances = _permutation_importance(model_on_train, held_part, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs)
+            if len(members) > 1:  # for the record only: the choice was made out of fold, before this
+                single = _fit(spec, train_part, cfg.seed).predict(held_part.X)
+                holdout["best_single_trial_balanced_accuracy"] = holdout_report(
+                    held_part.y, single, table.classes, held_part.units["recording"].to_numpy()
+                )["balanced_accuracy"]
         fit_table = table if cfg.cv.refit_on_all and len(held_part) else train_part
-        final = _fit(spec, table, cfg.seed) if fit_table is table else model_on_train
-        exported = export_pipeline(final)
+        exported = fit_model(table) if fit_table is table else model_on_train
         board = leaderboard(study, space)
         model_info = {
             "metric_params": metric_params_for(table.X.columns),
@@ -254,6 +289,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             "task": {"name": cfg.task.name, "classes": list(table.classes), "mapping": dict(cfg.task.mapping)},
             "features": list(table.X.columns),
             "best_configuration": spec_params(spec),
+            "ensemble": None
+            if len(members) == 1
+            else [{"trial": n, "weight": w, "configuration": spec_params(specs[n])} for n, w in members.items()],
             "cv": {"scoring": cfg.cv.scoring, "best_score": best.value, "n_folds": len(plan.folds), "grouped_by": plan.grouped_by},
             "holdout": holdout,
             "trained_on": {
@@ -293,9 +331,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         folder = write_model_folder(_model_folder(cfg, run_id), fill, cfg.output.overwrite)
         metrics = {"best_cv_score": float(best.value), "wall_time_s": time.perf_counter() - started}
+        if selection is not None:
+            metrics.update(best_single_oof_score=selection.single_score, ensemble_oof_score=selection.score)
         metrics.update({f"n_trials_{k}": v for k, v in counts.items()})
         if holdout is not None:
             metrics["holdout_balanced_accuracy"] = holdout["balanced_accuracy"]
+            if "best_single_trial_balanced_accuracy" in holdout:
+                metrics["holdout_best_single_balanced_accuracy"] = holdout["best_single_trial_balanced_accuracy"]
             for c, m in holdout["per_class"].items():
                 metrics.update({f"holdout_{c}_{k}": v for k, v in m.items() if k != "support"})
         tracker.log_params({f"best.{k}": v for k, v in spec_params(spec).items()})
@@ -319,6 +361,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         best_trial=best.number,
         best_cv_score=float(best.value),
         best_spec=spec,
+        ensemble=dict(members) if len(members) > 1 else None,
         holdout=holdout,
         trial_counts=counts,
         wall_time_s=time.perf_counter() - started,
@@ -338,6 +381,10 @@ def log_summary(result: TrainResult, board: pd.DataFrame, cfg: TrainConfig) -> N
         "Top trials (CV " + cfg.cv.scoring + "):",
         top[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"),
     ]
+    if result.ensemble:
+        lines.append(f"Exported model: soft-voting ensemble of trials {result.ensemble} (trial: weight)")
+    else:
+        lines.append(f"Exported model: trial {result.best_trial}")
     if result.holdout:
         per_rec = ", ".join(f"{r} {m['balanced_accuracy']:.3f}" for r, m in result.holdout["per_recording"].items())
         lines.append(

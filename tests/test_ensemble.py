@@ -1,0 +1,47 @@
+"""Greedy ensemble selection over out-of-fold predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unitrefine.ensemble import oof_score, select_ensemble
+
+
+def one_hot(pred: np.ndarray, confidence: float = 0.8) -> np.ndarray:
+    p = np.full((len(pred), 2), 1 - confidence)
+    p[np.arange(len(pred)), pred] = confidence
+    return p
+
+
+def test_complementary_models_are_combined_and_beat_each_alone() -> None:
+    """Three models wrong on disjoint thirds of the units: any two of them out-vote the third's errors."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    oof = {}
+    for k in range(3):
+        pred = y.copy()
+        pred[k * 100 : (k + 1) * 100] = 1 - pred[k * 100 : (k + 1) * 100]
+        oof[k] = one_hot(pred)
+    oof[3] = one_hot(rng.integers(0, 2, 300))  # a useless model
+    sel = select_ensemble(oof, y, [0, 1, 2, 3], rounds=6)
+    assert sel.is_ensemble
+    assert 3 not in sel.weights
+    assert sel.score == pytest.approx(1.0)
+    assert sel.single_score == pytest.approx(oof_score(y, oof[sel.single_trial]))
+    assert sel.score > sel.single_score
+
+
+def test_a_dominant_model_stays_alone() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    good = one_hot(y, 0.9)
+    noisy = one_hot(np.where(rng.random(200) < 0.4, 1 - y, y), 0.95)
+    sel = select_ensemble({7: noisy, 3: good}, y, [7, 3], rounds=5)
+    assert not sel.is_ensemble
+    assert sel.weights == {3: 1} and sel.single_trial == 3 and sel.score == pytest.approx(1.0)
+
+
+def test_no_candidates_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no candidate"):
+        select_ensemble({}, np.array([0, 1]), [], rounds=3)
