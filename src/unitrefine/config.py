@@ -81,6 +81,17 @@ class EnsembleConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """Model Registry gate and promotion rules (``python -m unitrefine.promote``)."""
+
+    gate_min_score: float = 0.0
+    margin: float = 0.0
+    n_bootstrap: int = 1000
+    bootstrap_by: str = "recording"
+    evaluation_dataset: Optional[DatasetConfig] = None
+
+
+@dataclass
 class TrackingConfig:
     """MLflow tracking. ``uri: null`` means ``sqlite:///<project>/mlruns/mlflow.db``."""
 
@@ -113,6 +124,7 @@ class TrainConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @property
@@ -171,6 +183,10 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"search.pruner must be median, hyperband, wilcoxon or none (got '{cfg.search.pruner}')")
     if cfg.ensemble.rounds < 0 or cfg.ensemble.candidates < 1:
         problems.append("ensemble.rounds must be >= 0 and ensemble.candidates >= 1")
+    if cfg.registry.bootstrap_by not in ("recording", "unit"):
+        problems.append(f"registry.bootstrap_by must be recording or unit (got '{cfg.registry.bootstrap_by}')")
+    if cfg.registry.n_bootstrap < 100:
+        problems.append(f"registry.n_bootstrap must be >= 100 (got {cfg.registry.n_bootstrap})")
     if cfg.cv.n_splits < 2:
         problems.append(f"cv.n_splits must be >= 2 (got {cfg.cv.n_splits})")
     if cfg.cv.group_by not in (None, "recording", "subject"):

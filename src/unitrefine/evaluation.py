@@ -158,11 +158,11 @@ def holdout_report(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, .
     for rec in dict.fromkeys(recordings):
         mask = recordings == rec
         per_recording[str(rec)] = {
-            "balanced_accuracy": float(_balanced_accuracy(y_true[mask], y_pred[mask])),
+            "balanced_accuracy": float(balanced_accuracy(y_true[mask], y_pred[mask])),
             "n_units": int(mask.sum()),
         }
     return {
-        "balanced_accuracy": float(_balanced_accuracy(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy(y_true, y_pred)),
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for c, p, r, f, s in zip(classes, precision, recall, f1, support)
@@ -172,8 +172,11 @@ def holdout_report(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, .
     }
 
 
-def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Balanced accuracy over the classes present in ``y_true`` (no warning when a recording lacks one)."""
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Balanced accuracy over the classes present in ``y_true`` (no warning when a recording lacks one).
+
+    Equal to scikit-learn's ``balanced_accuracy_score`` whenever ``y_pred`` has no class absent from ``y_true``.
+    """
     present = np.unique(y_true)
     recalls = [np.mean(y_pred[y_true == c] == c) for c in present]
     return float(np.mean(recalls))

@@ -180,6 +180,36 @@ class Tracker:
         return None if version is None else str(version)
 
 
+    def download_model_folder(self, run_id: str, destination: Path) -> Path:
+        """Download a training run's exported model folder (its ``model_folder`` artifacts)."""
+        destination.mkdir(parents=True, exist_ok=True)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="model_folder", dst_path=str(destination), tracking_uri=self.uri
+        )
+        return Path(path)
+
+    def gate(self, name: str, version: str, score: float, minimum: float, metric: str) -> bool:
+        """Give a new version the alias ``challenger`` if ``score >= minimum``; tag the outcome either way.
+
+        Returns
+        -------
+        bool
+            Whether the version passed.
+        """
+        passed = score >= minimum
+        self.client.set_model_version_tag(name, version, "gate.metric", metric)
+        self.client.set_model_version_tag(name, version, "gate.score", f"{score:.4f}")
+        self.client.set_model_version_tag(name, version, "gate.minimum", f"{minimum:.4f}")
+        if passed:
+            self.client.set_registered_model_alias(name, "challenger", version)
+            self.client.set_model_version_tag(name, version, "gate", "passed")
+        else:
+            reason = f"{metric} {score:.4f} < registry.gate_min_score {minimum:.4f}"
+            self.client.set_model_version_tag(name, version, "gate", f"failed: {reason}")
+            log.warning("Model version %s did not pass the gate (%s): registered without an alias.", version, reason)
+        return passed
+
+
 class NullTracker:
     """Stands in for :class:`Tracker` when tracking is off (``tracking.enabled=false``): records nothing."""
 

@@ -330,7 +330,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             plots.param_importances(study, folder / "param_importance.png")
 
         folder = write_model_folder(_model_folder(cfg, run_id), fill, cfg.output.overwrite)
-        metrics = {"best_cv_score": float(best.value), "wall_time_s": time.perf_counter() - started}
+        metrics = {"wall_time_s": time.perf_counter() - started}
         if selection is not None:
             metrics.update(best_single_oof_score=selection.single_score, ensemble_oof_score=selection.score)
         metrics.update({f"n_trials_{k}": v for k, v in counts.items()})
@@ -340,7 +340,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                 metrics["holdout_best_single_balanced_accuracy"] = holdout["best_single_trial_balanced_accuracy"]
             for c, m in holdout["per_class"].items():
                 metrics.update({f"holdout_{c}_{k}": v for k, v in m.items() if k != "support"})
-        tracker.log_params({f"best.{k}": v for k, v in spec_params(spec).items()})
+        # The same names as the trial runs, so that MLflow's compare view lines studies up with trials.
+        tracker.log_params(spec_params(spec))
+        metrics.update(cv_score=float(best.value), cv_score_std=float(best.user_attrs.get("cv_std", 0.0)))
         tracker.log_metrics(metrics)
         tracker.log_artifacts(folder, "model_folder")
         version = None
@@ -352,6 +354,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                 [f"{k}=={v}" for k, v in versions.items() if k != "unitrefine"],
                 cfg.tracking.model_name or cfg.experiment_name,
             )
+            if version is not None:
+                gate_metric = "holdout_balanced_accuracy" if holdout is not None else f"cv_{cfg.cv.scoring}"
+                gate_score = holdout["balanced_accuracy"] if holdout is not None else float(best.value)
+                tracker.gate(
+                    cfg.tracking.model_name or cfg.experiment_name, version, gate_score,
+                    cfg.registry.gate_min_score, gate_metric,
+                )
         tracker.set_tags({"unitrefine.model_folder": str(folder), "unitrefine.model_version": version or "none"})
     result = TrainResult(
         model_folder=folder,

@@ -1,0 +1,228 @@
+"""Promotion in the Model Registry: ``python -m unitrefine.promote +experiment=<name> [force=true]``.
+
+The registered ``challenger`` and ``champion`` are scored on the same labelled evaluation data (the
+experiment's held-out recordings, or ``registry.evaluation_dataset``); ``champion`` moves to the challenger
+only when it wins by more than ``registry.margin`` (or with ``force=true``). The comparison is an MLflow
+run; the decision and the previous champion are model-version tags.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+import datetime as dt  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from unitrefine.config import CONF_DIR, TrainConfig, validate_config  # noqa: E402
+from unitrefine.errors import UnitRefineError  # noqa: E402
+
+log = logging.getLogger("unitrefine.promote")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one comparison."""
+
+    promoted: bool
+    reason: str
+    champion: str | None
+    challenger: str
+    champion_score: float | None
+    challenger_score: float
+    delta: float | None
+    ci: tuple[float, float] | None
+
+
+def bootstrap_delta(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: np.ndarray, n: int, seed: int
+) -> tuple[float, float]:
+    """95 % bootstrap interval of balanced accuracy(b) - balanced accuracy(a), resampling ``groups``.
+
+    Pass unit indices as ``groups`` to resample units, recording ids to resample whole recordings.
+    """
+    from unitrefine.evaluation import balanced_accuracy
+
+    rng = np.random.default_rng(seed)
+    ids = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in ids}
+    deltas = []
+    for _ in range(n):
+        idx = np.concatenate([members[g] for g in rng.choice(ids, size=len(ids), replace=True)])
+        deltas.append(balanced_accuracy(y[idx], pred_b[idx]) - balanced_accuracy(y[idx], pred_a[idx]))
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _load_version(tracker: Any, name: str, version: str, workdir: Path) -> tuple[Any, dict[str, Any]]:
+    from unitrefine.export import load_model_folder
+
+    run_id = tracker.client.get_model_version(name, version).run_id
+    local = tracker.download_model_folder(run_id, workdir / f"v{version}")
+    return load_model_folder(local)
+
+
+def _evaluation_table(cfg: TrainConfig) -> Any:
+    from unitrefine.data import load_dataset
+    from unitrefine.evaluation import choose_holdout
+
+    if cfg.registry.evaluation_dataset is not None:
+        return load_dataset(cfg.registry.evaluation_dataset, cfg.task, cfg.root_dir)
+    table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
+    held = choose_holdout(table, cfg.cv, cfg.seed)
+    if not held:
+        raise UnitRefineError(
+            f"Experiment '{cfg.experiment_name}' has no held-out recordings to compare models on. Set "
+            "cv.holdout_recordings, or registry.evaluation_dataset to a labelled dataset."
+        )
+    return table.subset(np.flatnonzero(table.units["recording"].isin(held).to_numpy()))
+
+
+def _predict(model: Any, info: dict[str, Any], table: Any, which: str) -> np.ndarray:
+    missing = [f for f in info["features"] if f not in table.X.columns]
+    if missing:
+        raise UnitRefineError(f"The evaluation data lacks metrics {missing} that the {which} model needs.")
+    return model.predict(table.X[info["features"]])
+
+
+def promote(cfg: TrainConfig, force: bool = False) -> Decision:
+    """Compare ``challenger`` with ``champion`` and move ``champion`` if the challenger wins.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        The experiment's configuration (tracking store, model name, evaluation data, margin).
+    force : bool
+        Promote the challenger whatever the scores.
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    UnitRefineError
+        No challenger; models whose features or labels differ; no evaluation data.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from unitrefine.evaluation import balanced_accuracy
+    from unitrefine.tracking import Tracker, default_tracking_uri
+
+    name = cfg.tracking.model_name or cfg.experiment_name
+    tracker = Tracker(cfg.tracking.uri or default_tracking_uri(cfg.root_dir), cfg.experiment_name, None)
+    aliases: dict[str, str | None] = {}
+    for alias in ("challenger", "champion"):
+        try:
+            aliases[alias] = str(tracker.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            aliases[alias] = None
+    challenger, champion = aliases["challenger"], aliases["champion"]
+    if challenger is None:
+        raise UnitRefineError(
+            f"Registered model '{name}' has no 'challenger' version in {tracker.uri}. Train one that passes the "
+            "gate (registry.gate_min_score) first."
+        )
+    if champion == challenger:
+        log.info("Version %s of '%s' is already the champion: nothing to do.", challenger, name)
+        return Decision(False, "already champion", champion, challenger, None, float("nan"), None, None)
+
+    with tempfile.TemporaryDirectory(prefix="unitrefine-promote-") as tmp:
+        chal_model, chal_info = _load_version(tracker, name, challenger, Path(tmp))
+        table = _evaluation_table(cfg)
+        y = table.y
+        chal_pred = _predict(chal_model, chal_info, table, "challenger")
+        chal_score = balanced_accuracy(y, chal_pred)
+        if champion is None:
+            decision = Decision(True, "no champion yet", None, challenger, None, chal_score, None, None)
+        else:
+            champ_model, champ_info = _load_version(tracker, name, champion, Path(tmp))
+            for key, what in (("features", "feature sets"), ("label_conversion", "label sets")):
+                if champ_info[key] != chal_info[key]:
+                    raise UnitRefineError(
+                        f"Cannot compare versions {champion} and {challenger} of '{name}': their {what} differ "
+                        f"({champ_info[key]} vs {chal_info[key]}). Register the new model under another name."
+                    )
+            champ_pred = _predict(champ_model, champ_info, table, "champion")
+            champ_score = balanced_accuracy(y, champ_pred)
+            groups = (
+                table.units["recording"].to_numpy()
+                if cfg.registry.bootstrap_by == "recording" and table.units["recording"].nunique() > 1
+                else np.arange(len(y))
+            )
+            ci = bootstrap_delta(y, champ_pred, chal_pred, groups, cfg.registry.n_bootstrap, cfg.seed)
+            delta = chal_score - champ_score
+            wins = delta > cfg.registry.margin
+            reason = (
+                "forced" if force else
+                f"challenger {'wins' if wins else 'does not win'}: delta {delta:+.4f} vs margin {cfg.registry.margin:.4f}"
+            )
+            decision = Decision(force or wins, reason, champion, challenger, champ_score, chal_score, delta, ci)
+
+    _record(tracker, cfg, name, decision, n_units=len(y), recordings=sorted(set(table.units["recording"])))
+    return decision
+
+
+def _record(tracker: Any, cfg: TrainConfig, name: str, d: Decision, n_units: int, recordings: list[str]) -> None:
+    """Log the comparison as an MLflow run; move the alias and tag both versions."""
+    import mlflow
+
+    tags = {
+        "unitrefine.promotion": "promoted" if d.promoted else "rejected",
+        "unitrefine.challenger_version": d.challenger,
+        "unitrefine.champion_version": d.champion or "none",
+        "unitrefine.evaluation_recordings": ",".join(recordings),
+        "unitrefine.reason": d.reason,
+    }
+    metrics = {"challenger_balanced_accuracy": d.challenger_score, "n_units": float(n_units)}
+    if d.champion_score is not None and d.delta is not None and d.ci is not None:
+        metrics.update(champion_balanced_accuracy=d.champion_score, delta=d.delta, delta_ci_low=d.ci[0], delta_ci_high=d.ci[1])
+    with mlflow.start_run(experiment_id=tracker.experiment_id, run_name=f"promote-{dt.datetime.now():%Y%m%d-%H%M%S}", tags=tags):
+        mlflow.log_metrics(metrics)
+    client = tracker.client
+    decision = "promoted" if d.promoted else "rejected"
+    client.set_model_version_tag(name, d.challenger, "promotion.decision", f"{decision}: {d.reason}")
+    client.set_model_version_tag(name, d.challenger, "promotion.previous_champion", d.champion or "none")
+    if d.delta is not None:
+        client.set_model_version_tag(name, d.challenger, "promotion.delta", f"{d.delta:+.4f}")
+    if d.promoted:
+        client.set_registered_model_alias(name, "champion", d.challenger)
+        if d.champion is not None:
+            client.set_model_version_tag(name, d.champion, "promotion.replaced_by", d.challenger)
+    ci = f" (95 % CI of the difference {d.ci[0]:+.4f} .. {d.ci[1]:+.4f})" if d.ci else ""
+    log.info(
+        "%s: challenger v%s %.4f vs champion %s %s%s -> %s. models:/%s@champion is v%s.",
+        name, d.challenger, d.challenger_score, f"v{d.champion}" if d.champion else "(none)",
+        f"{d.champion_score:.4f}" if d.champion_score is not None else "", ci, decision, name,
+        d.challenger if d.promoted else d.champion,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="promote")
+def main(cfg: DictConfig) -> None:
+    """Validate the composed config and promote; user errors end with a message and exit status 2."""
+    force = bool(cfg.force)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+    raw.pop("force")
+    try:
+        promote(validate_config(raw), force=force)
+    except UnitRefineError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

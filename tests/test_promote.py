@@ -1,0 +1,77 @@
+"""Registry promotion end to end: real trainings, a real MLflow registry in tmp_path, real decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_config
+from mlflow.tracking import MlflowClient
+
+from unitrefine.errors import UnitRefineError
+from unitrefine.promote import promote
+from unitrefine.training import train
+
+STUMP = {"random_forest": {"n_estimators": 1, "max_depth": 1, "max_features": 1, "bootstrap": False}}
+FOREST = {"random_forest": {"n_estimators": 60, "max_depth": 6}}
+
+
+def space(classifier: dict) -> dict:
+    return {"imputer": {"median": {}}, "scaler": {"none": {}}, "resampler": {"none": {}}, "classifier": classifier}
+
+
+def test_gate_promote_win_lose_force_and_mismatch(tmp_path: Path, tiny_recordings) -> None:
+    base = ["search.n_trials=1", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec3]",
+            "registry.n_bootstrap=200", "search.enqueue_defaults=false"]
+
+    def run(classifier: dict, *extra: str, **changes):
+        cfg = make_config(tmp_path, tiny_recordings, [*base, *extra], search_space=space(classifier), **changes)
+        return cfg, train(cfg)
+
+    cfg, weak1 = run(STUMP)
+    client = MlflowClient(weak1.tracking_uri)
+    alias = lambda a: str(client.get_model_version_by_alias("smoke", a).version)  # noqa: E731
+    assert alias("challenger") == weak1.model_version == "1"
+    assert client.get_model_version("smoke", "1").tags["gate"] == "passed"
+
+    first = promote(cfg)  # no champion yet: the passing challenger becomes champion
+    assert first.promoted and first.reason == "no champion yet" and alias("champion") == "1"
+
+    _, strong = run(FOREST)
+    win = promote(cfg)
+    assert win.promoted and win.champion == "1" and win.challenger == strong.model_version == "2"
+    assert win.challenger_score > win.champion_score and win.ci[0] <= win.delta <= win.ci[1]
+    assert alias("champion") == "2"
+    tags = client.get_model_version("smoke", "2").tags
+    assert tags["promotion.previous_champion"] == "1" and tags["promotion.decision"].startswith("promoted")
+    assert client.get_model_version("smoke", "1").tags["promotion.replaced_by"] == "2"
+
+    _, weak2 = run(STUMP)
+    lose = promote(cfg)
+    assert not lose.promoted and lose.delta < 0 and alias("champion") == "2"
+    assert client.get_model_version("smoke", weak2.model_version).tags["promotion.decision"].startswith("rejected")
+
+    forced = promote(cfg, force=True)
+    assert forced.promoted and forced.reason == "forced" and alias("champion") == weak2.model_version
+
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
+                              filter_string="tags.`unitrefine.promotion` != ''")
+    assert len(runs) == 4 and all("challenger_balanced_accuracy" in r.data.metrics for r in runs)
+
+    _, narrow = run(FOREST, **{"dataset.metric_names": ["snr", "firing_rate"]})
+    with pytest.raises(UnitRefineError, match="feature sets differ"):
+        promote(cfg)
+    assert alias("champion") == weak2.model_version
+
+    _, failing = run(FOREST, "registry.gate_min_score=1.01")
+    assert client.get_model_version("smoke", failing.model_version).tags["gate"].startswith("failed")
+    assert alias("challenger") == narrow.model_version  # the failing version got no alias
+
+
+def test_promote_without_challenger_or_evaluation_data_is_a_clear_error(tmp_path: Path, tiny_recordings) -> None:
+    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1"])
+    with pytest.raises(UnitRefineError, match="no 'challenger' version"):
+        promote(cfg)
+    train(cfg)  # registers a challenger; the smoke config holds out no recording
+    with pytest.raises(UnitRefineError, match="no held-out recordings"):
+        promote(cfg)
