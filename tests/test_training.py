@@ -52,8 +52,15 @@ def test_model_folder_has_the_spikeinterface_contract_and_the_audit_trail(smoke_
     np.testing.assert_allclose(held[["probability_other", "probability_good"]].sum(axis=1), 1.0, rtol=1e-6)
     # Not refit: the exported model is trained on the three searched recordings only.
     assert set(pd.read_csv(folder / "training_data.csv")["recording"]) == {"rec0", "rec1", "rec2"}
-    for png in ("optimization_history.png", "confusion_matrix.png", "feature_importance.png"):
+    for png in ("optimization_history.png", "confusion_matrix.png", "feature_importance.png", "per_recording.png",
+                "roc_curve.png", "pr_curve.png"):
         assert (folder / png).stat().st_size > 1000
+    card = (folder / "README.md").read_text()
+    assert "rec0, rec1, rec2" in card and "![Per recording](per_recording.png)" in card
+    assert all(t in card for t in TRUSTED_TYPES)  # the card shows how to load the model safely
+    assert json.loads((folder / "metadata.json").read_text())["species"] == "mouse"
+    per_rec = pd.read_csv(folder / "holdout_per_recording.csv")
+    assert per_rec["recording"].tolist() == ["rec3"] and per_rec["n_units"].tolist() == [60]
     assert not list(folder.parent.glob(".*partial*"))
     assert result.holdout is not None and set(result.holdout["per_recording"]) == {"rec3"}
 

@@ -35,6 +35,7 @@ class DatasetConfig:
     label_column: Optional[str] = None
     metric_names: Optional[list[str]] = None
     exclude_metrics: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

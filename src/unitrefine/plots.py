@@ -77,3 +77,32 @@ def confusion(matrix: list[list[int]], classes: tuple[str, ...], path: Path, tit
     ax.set_ylabel("curators")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def per_recording(per_rec: dict[str, dict[str, float]], path: Path) -> Path:
+    """Held-out balanced accuracy of each recording, with the unit count on each bar."""
+    names = list(per_rec)
+    values = [per_rec[n]["balanced_accuracy"] for n in names]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.6))
+    bars = ax.bar(names, values, color="tab:blue")
+    for bar, name in zip(bars, names):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"n={per_rec[name]['n_units']}",
+                ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("balanced accuracy")
+    ax.set_title("Held-out recordings")
+    ax.tick_params(axis="x", rotation=30)
+    return _save(fig, path)
+
+
+def roc_pr(y_true: np.ndarray, score: np.ndarray, positive: str, roc_path: Path, pr_path: Path) -> list[Path]:
+    """ROC and precision-recall curves of a binary task's positive-class probability."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    paths = []
+    for display, path in ((RocCurveDisplay, roc_path), (PrecisionRecallDisplay, pr_path)):
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+        display.from_predictions(y_true, score, pos_label=1, name=f"P({positive})", ax=ax)
+        ax.set_title(f"Held-out recordings ({positive} vs rest)")
+        paths.append(_save(fig, path))
+    return paths

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from unitrefine import plots
+from unitrefine.card import write_model_card
 from unitrefine.config import TrainConfig
 from unitrefine.data import UnitTable, load_dataset
 from unitrefine.ensemble import Selection, select_ensemble
@@ -323,11 +324,22 @@ def train(cfg: TrainConfig) -> TrainResult:
             if held_predictions is not None and importances is not None and holdout is not None:
                 tables["holdout_predictions.csv"] = held_predictions
                 tables["feature_importance.csv"] = importances
+                tables["holdout_per_recording.csv"] = pd.DataFrame(
+                    [{"recording": r, **m} for r, m in holdout["per_recording"].items()]
+                )
                 plots.feature_importances(importances, folder / "feature_importance.png")
                 plots.confusion(holdout["confusion_matrix"], table.classes, folder / "confusion_matrix.png", "Held-out recordings")
+                plots.per_recording(holdout["per_recording"], folder / "per_recording.png")
+                if len(table.classes) == 2:
+                    positive = table.classes[1]
+                    plots.roc_pr(
+                        held_part.y, held_predictions[f"probability_{positive}"].to_numpy(), positive,
+                        folder / "roc_curve.png", folder / "pr_curve.png",
+                    )
             write_tables(folder, tables)
             plots.optimization_history(study, folder / "optimization_history.png")
             plots.param_importances(study, folder / "param_importance.png")
+            write_model_card(folder, exported, model_info, dict(cfg.dataset.metadata))
 
         folder = write_model_folder(_model_folder(cfg, run_id), fill, cfg.output.overwrite)
         metrics = {"wall_time_s": time.perf_counter() - started}
