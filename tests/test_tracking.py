@@ -1,0 +1,91 @@
+"""The MLflow UI's server sees what a real run stored: checked through its REST API on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_config
+
+from unitrefine.promote import promote
+from unitrefine.training import train
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(base: str, endpoint: str, **params: str) -> dict[str, Any]:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    with urllib.request.urlopen(f"{base}{endpoint}?{query}", timeout=30) as r:
+        return json.load(r)
+
+
+def post(base: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(f"{base}{endpoint}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+@pytest.fixture
+def server(tmp_path: Path, tiny_recordings):
+    """A smoke study with a champion, and an MLflow server on its store (stopped by its process id)."""
+    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=3", "cv.n_splits=3", "cv.holdout_recordings=[rec3]"])
+    result = train(cfg)
+    promote(cfg)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", result.tracking_uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"mlflow server exited: {proc.stderr.read().decode()[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail("mlflow server did not answer within 120 s")
+                time.sleep(0.5)
+        yield base, result
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_rest_api_shows_runs_metrics_plots_and_aliases(server) -> None:
+    base, result = server
+    exp = get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="smoke")["experiment"]
+    runs = post(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
+    nested = [rid for rid, t in tags.items() if t.get("mlflow.parentRunId") == result.run_id]
+    assert len(nested) == 3
+    parent = next(r for r in runs if r["info"]["run_id"] == result.run_id)
+    metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+    assert metrics["holdout_balanced_accuracy"] == pytest.approx(result.holdout["balanced_accuracy"])
+    trial_metric_names = {m["key"] for r in runs if r["info"]["run_id"] in nested for m in r["data"].get("metrics", [])}
+    assert {"cv_score", "cv_score_std"} <= trial_metric_names & set(metrics)  # the same names line up in Compare
+    files = get(base, "/api/2.0/mlflow/artifacts/list", run_id=result.run_id, path="model_folder")["files"]
+    names = {f["path"].split("/")[-1] for f in files}
+    assert {"optimization_history.png", "confusion_matrix.png", "model_accuracies.csv", "README.md"} <= names
+    model = get(base, "/api/2.0/mlflow/registered-models/get", name="smoke")["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
+    assert aliases == {"challenger": result.model_version, "champion": result.model_version}
