@@ -82,6 +82,15 @@ class EnsembleConfig:
 
 
 @dataclass
+class ThresholdConfig:
+    """Decision threshold of binary tasks, tuned on out-of-fold predictions (``tune: false`` keeps 0.5)."""
+
+    tune: bool = False
+    objective: str = "balanced_accuracy"
+    target_precision: float = 0.9
+
+
+@dataclass
 class RegistryConfig:
     """Model Registry gate and promotion rules (``python -m unitrefine.promote``)."""
 
@@ -124,6 +133,7 @@ class TrainConfig:
     cv: CVConfig = field(default_factory=CVConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -184,6 +194,12 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"search.pruner must be median, hyperband, wilcoxon or none (got '{cfg.search.pruner}')")
     if cfg.ensemble.rounds < 0 or cfg.ensemble.candidates < 1:
         problems.append("ensemble.rounds must be >= 0 and ensemble.candidates >= 1")
+    if cfg.threshold.objective not in ("balanced_accuracy", "precision"):
+        problems.append(f"threshold.objective must be balanced_accuracy or precision (got '{cfg.threshold.objective}')")
+    if cfg.threshold.tune and len(cfg.task.classes) != 2:
+        problems.append(f"threshold.tune needs a binary task; '{cfg.task.name}' has {len(cfg.task.classes)} classes")
+    if not 0 < cfg.threshold.target_precision <= 1:
+        problems.append(f"threshold.target_precision must be in (0, 1] (got {cfg.threshold.target_precision})")
     if cfg.registry.bootstrap_by not in ("recording", "unit"):
         problems.append(f"registry.bootstrap_by must be recording or unit (got '{cfg.registry.bootstrap_by}')")
     if cfg.registry.n_bootstrap < 100:

@@ -8,7 +8,7 @@ import logging
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from unitrefine.data import UnitTable, load_dataset
 from unitrefine.ensemble import Selection, select_ensemble
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
-from unitrefine.evaluation import holdout_report, make_plan, scorer
+from unitrefine.evaluation import balanced_accuracy, holdout_report, make_plan, scorer
 from unitrefine.export import (
     INFO_FILE,
     check_output_folder,
@@ -39,6 +39,7 @@ from unitrefine.objective import Objective
 from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
 from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
 from unitrefine.study import create_study, run_study
+from unitrefine.threshold import Threshold, tune_threshold, with_threshold
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def _fit(spec: PipelineSpec, table: UnitTable, seed: int) -> Any:
 
 def _predictions(model: Any, table: UnitTable) -> pd.DataFrame:
     proba = model.predict_proba(table.X)
-    pred = proba.argmax(axis=1)
+    pred = model.predict(table.X)
     out = table.units[["recording", "unit_id", "label"]].copy()
     out["true_class"] = [table.classes[i] for i in table.y]
     out["predicted_class"] = [table.classes[i] for i in pred]
@@ -181,6 +182,20 @@ def _select_ensemble(
     else:
         log.info("No ensemble beats the best single trial out of fold (%.4f): exporting one model.", selection.score)
     return selection
+
+
+def _tune_threshold(cfg: TrainConfig, members: dict[int, int], objective: Objective, part: UnitTable) -> Threshold | None:
+    """The decision threshold of the exported model, tuned on its members' out-of-fold predictions."""
+    if not cfg.threshold.tune:
+        return None
+    proba = sum(w * objective.oof[n] for n, w in members.items()) / sum(members.values())
+    threshold = tune_threshold(part.y, proba[:, 1], cfg.threshold.objective, cfg.threshold.target_precision)
+    log.info(
+        "Decision threshold %.3f on P(%s): out-of-fold balanced accuracy %.4f (at 0.5: %.4f), precision %.4f.",
+        threshold.value, part.classes[1], threshold.oof_balanced_accuracy, threshold.oof_balanced_accuracy_at_half,
+        threshold.oof_precision,
+    )
+    return threshold
 
 
 def _model_folder(cfg: TrainConfig, run_id: str | None) -> Path:
@@ -239,7 +254,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 study.enqueue_trial(params)
         objective = Objective(
             space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
-            keep_oof=cfg.ensemble.rounds > 0,
+            keep_oof=cfg.ensemble.rounds > 0 or cfg.threshold.tune,
         )
         progress = Progress(cfg.search.n_trials, done=sum(t.state.is_finished() for t in study.trials))
 
@@ -263,9 +278,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         members = selection.weights if selection is not None and selection.is_ensemble else {best.number: 1}
         specs = {n: space.spec_from_params(study.trials[n].params) for n in members}
 
+        threshold = _tune_threshold(cfg, members, objective, train_part)
+
         def fit_model(part: UnitTable) -> Any:
             fitted = [(f"trial_{n}", export_pipeline(_fit(specs[n], part, cfg.seed))) for n in members]
-            return fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(members.values()), part.X, part.y)
+            model = fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(members.values()), part.X, part.y)
+            return model if threshold is None else with_threshold(model, threshold.value, part.X, part.y)
 
         model_on_train = fit_model(train_part)
         holdout: dict[str, Any] | None = None
@@ -274,6 +292,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             held_predictions = _predictions(model_on_train, held_part)
             y_pred = model_on_train.predict(held_part.X)
             holdout = holdout_report(held_part.y, y_pred, table.classes, held_part.units["recording"].to_numpy())
+            if threshold is not None:  # the effect of the tuned threshold, on recordings it was not tuned on
+                at_half = (held_predictions[f"probability_{table.classes[1]}"].to_numpy() >= 0.5).astype(int)
+                holdout["balanced_accuracy_at_threshold_0.5"] = balanced_accuracy(held_part.y, at_half)
             importances = _permutation_importance(model_on_train, held_part, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs)
             if len(members) > 1:  # for the record only: the choice was made out of fold, before this
                 single = _fit(spec, train_part, cfg.seed).predict(held_part.X)
@@ -293,6 +314,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "ensemble": None
             if len(members) == 1
             else [{"trial": n, "weight": w, "configuration": spec_params(specs[n])} for n, w in members.items()],
+            "threshold": None if threshold is None else asdict(threshold),
             "cv": {"scoring": cfg.cv.scoring, "best_score": best.value, "n_folds": len(plan.folds), "grouped_by": plan.grouped_by},
             "holdout": holdout,
             "trained_on": {
@@ -345,6 +367,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         metrics = {"wall_time_s": time.perf_counter() - started}
         if selection is not None:
             metrics.update(best_single_oof_score=selection.single_score, ensemble_oof_score=selection.score)
+        if threshold is not None:
+            metrics.update(threshold=threshold.value, oof_balanced_accuracy_at_threshold=threshold.oof_balanced_accuracy,
+                           oof_balanced_accuracy_at_half=threshold.oof_balanced_accuracy_at_half)
         metrics.update({f"n_trials_{k}": v for k, v in counts.items()})
         if holdout is not None:
             metrics["holdout_balanced_accuracy"] = holdout["balanced_accuracy"]

@@ -1,0 +1,79 @@
+"""Decision thresholds for binary tasks, chosen on out-of-fold predictions and shipped in the model.
+
+The out-of-fold probabilities come from the search's CV, grouped by recording when there are enough
+recordings: the threshold is tuned on units of recordings each model did not see, never on held-out data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import balanced_accuracy_score, precision_score
+from sklearn.model_selection import FixedThresholdClassifier
+from sklearn.pipeline import Pipeline
+
+from unitrefine.errors import UnitRefineError
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A tuned decision threshold on the positive class probability and its out-of-fold effect."""
+
+    value: float
+    oof_balanced_accuracy: float
+    oof_balanced_accuracy_at_half: float
+    oof_precision: float
+
+
+def tune_threshold(y: np.ndarray, p_positive: np.ndarray, objective: str, target_precision: float) -> Threshold:
+    """Choose the threshold on ``p_positive`` (units with ``p >= t`` are positive).
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        0/1 class codes (1 = positive class).
+    p_positive : numpy.ndarray
+        Out-of-fold probability of the positive class.
+    objective : {"balanced_accuracy", "precision"}
+        Maximise balanced accuracy, or reach ``target_precision`` for the positive class with the most recall.
+    target_precision : float
+        Used with ``objective="precision"``.
+
+    Raises
+    ------
+    UnitRefineError
+        If no threshold reaches the target precision.
+    """
+    candidates = np.unique(np.round(p_positive, 4))
+    candidates = candidates[(candidates > 0.0) & (candidates < 1.0)]
+    candidates = np.union1d(candidates, [0.5])
+
+    def ba(t: float) -> float:
+        return float(balanced_accuracy_score(y, (p_positive >= t).astype(int)))
+
+    def precision(t: float) -> float:
+        return float(precision_score(y, (p_positive >= t).astype(int), zero_division=0))
+
+    if objective == "balanced_accuracy":
+        best = max(candidates, key=lambda t: (ba(t), -abs(t - 0.5)))
+    else:
+        reaching = [t for t in candidates if precision(t) >= target_precision]
+        if not reaching:
+            raise UnitRefineError(
+                f"No threshold reaches precision {target_precision} for the positive class out of fold "
+                f"(best {max(precision(t) for t in candidates):.3f}). Lower threshold.target_precision."
+            )
+        best = min(reaching)  # the lowest such threshold keeps the most recall
+    return Threshold(float(best), ba(best), ba(0.5), precision(best))
+
+
+def with_threshold(model: Pipeline, threshold: float, X: Any, y: np.ndarray) -> Pipeline:
+    """Wrap a fitted binary pipeline so that ``predict`` uses ``threshold`` (``predict_proba`` is unchanged).
+
+    The result is still a plain scikit-learn ``Pipeline`` with the metric names as ``feature_names_in_``.
+    """
+    wrapped = FixedThresholdClassifier(FrozenEstimator(model), threshold=threshold, response_method="predict_proba")
+    return Pipeline([("thresholded", wrapped.fit(X, y))])

@@ -1,0 +1,84 @@
+"""Decision thresholds tuned out of fold and shipped inside the exported pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_config, write_recording
+
+from unitrefine.errors import UnitRefineError
+from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.threshold import tune_threshold
+from unitrefine.training import train
+
+
+def shifted_scores(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities whose best cut is near 0.3, not 0.5 (a model biased towards the negative class)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    p = np.clip(np.where(y == 1, 0.35, 0.15) + rng.normal(0, 0.07, n), 0.001, 0.999)
+    return y, p
+
+
+def test_balanced_accuracy_objective_moves_the_threshold_where_it_pays() -> None:
+    y, p = shifted_scores()
+    t = tune_threshold(y, p, "balanced_accuracy", 0.9)
+    assert 0.2 < t.value < 0.32
+    assert t.oof_balanced_accuracy > t.oof_balanced_accuracy_at_half + 0.3
+
+
+def test_precision_objective_reaches_the_target_with_the_lowest_threshold() -> None:
+    y, p = shifted_scores()
+    t = tune_threshold(y, p, "precision", 0.95)
+    assert t.oof_precision >= 0.95
+    looser = tune_threshold(y, p, "precision", 0.8)
+    assert looser.value <= t.value
+
+
+def test_unreachable_precision_is_a_clear_error() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    with pytest.raises(UnitRefineError, match="No threshold reaches precision 0.99"):
+        tune_threshold(y, rng.random(200), "precision", 0.99)
+
+
+def test_tuned_threshold_ships_in_the_model_and_spikeinterface_uses_it(tmp_path: Path) -> None:
+    from spikeinterface.curation import load_model
+
+    recordings = [
+        {"id": f"rec{i}", **write_recording(tmp_path / "d" / f"rec{i}", n_units=80, seed=20 + i, spread=3.0)}
+        for i in range(4)
+    ]
+    cfg = make_config(
+        tmp_path, recordings,
+        ["search.n_trials=3", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec3]",
+         "cv.refit_on_all=false", "tracking.enabled=false", "threshold.tune=true"],
+    )
+    result = train(cfg)
+    info = json.loads((result.model_folder / "model_info.json").read_text())
+    t = info["threshold"]["value"]
+    assert 0 < t < 1
+    assert "balanced_accuracy_at_threshold_0.5" in info["holdout"]
+    model, _ = load_model(model_folder=result.model_folder, trusted=list(TRUSTED_TYPES))
+    assert model.named_steps["thresholded"].threshold == pytest.approx(t)
+    X = pd.read_csv(recordings[3]["metrics"]).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
+    X = X[list(model.feature_names_in_)].astype("float32")
+    p_good = model.predict_proba(X)[:, 1]
+    np.testing.assert_array_equal(model.predict(X), (p_good >= t).astype(int))
+    held = pd.read_csv(result.model_folder / "holdout_predictions.csv")
+    assert held["predicted_class"].tolist() == np.where(p_good >= t, "good", "other").tolist()
+
+
+def test_threshold_tuning_needs_a_binary_task(tmp_path: Path, tiny_recordings) -> None:
+    from omegaconf import OmegaConf
+
+    from unitrefine.config import compose_config, validate_config
+
+    cfg = compose_config(["+experiment=smoke", "task=three_class", "threshold.tune=true"])
+    cfg.dataset.recordings = OmegaConf.create(tiny_recordings)
+    with pytest.raises(UnitRefineError, match="threshold.tune needs a binary task"):
+        validate_config(cfg)
