@@ -213,9 +213,30 @@ def test_soft_vote_ensemble_round_trips_through_skops(dumped, data, tmp_path: Pa
     np.testing.assert_allclose(load_skops(path).predict_proba(data[0]), expected)
 
 
+def dump_calibrated(resampler: str, data, folder: Path) -> Path:
+    """Dump a sigmoid-calibrated model whose imbalanced-learn pipeline holds ``resampler``."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    X, y = data
+    folder.mkdir(parents=True, exist_ok=True)
+    model = CalibratedClassifierCV(build_pipeline(spec_with(resampler=resampler), seed=0), method="sigmoid", cv=3)
+    with threadpool_limits(limits=1):
+        return dump_model(Pipeline([("calibrated", model.fit(X, y))]), folder)
+
+
+@pytest.mark.parametrize("resampler", sorted(REGISTRY["resampler"]))
+def test_calibrated_models_round_trip_with_every_resampler(resampler: str, data, tmp_path: Path) -> None:
+    path = dump_calibrated(resampler, data, tmp_path)
+    assert untrusted_types(path) <= set(TRUSTED_TYPES)
+    assert load_skops(path).predict_proba(data[0]).shape == (len(data[0]), 2)
+
+
 def test_every_trusted_type_is_needed(dumped, data, tmp_path: Path) -> None:
-    """No stale entries: each trusted type shows up in some component's exported pipeline or an ensemble."""
+    """No stale entries: each trusted type shows up in some component's exported pipeline, an ensemble or
+    a calibrated model."""
     ensemble_types = untrusted_types(dump_soft_vote(dumped, data, tmp_path)[0])
+    for r in REGISTRY["resampler"]:
+        ensemble_types |= untrusted_types(dump_calibrated(r, data, tmp_path / r))
     union: set[str] = set().union(
         *(dumped(g, n).untrusted for g, n in COMPONENTS), *BY_PARAMETER.values(), ensemble_types
     )

@@ -82,3 +82,36 @@ def test_threshold_tuning_needs_a_binary_task(tmp_path: Path, tiny_recordings) -
     cfg.dataset.recordings = OmegaConf.create(tiny_recordings)
     with pytest.raises(UnitRefineError, match="threshold.tune needs a binary task"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_calibrated_model_is_one_pipeline_spikeinterface_loads(tmp_path: Path, method: str) -> None:
+    """Calibration refits the model inside grouped CV folds; the export stays a loadable sklearn Pipeline."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedGroupKFold
+    from spikeinterface.curation import load_model
+
+    recordings = [
+        {"id": f"rec{i}", **write_recording(tmp_path / "d" / f"rec{i}", n_units=80, seed=40 + i, spread=3.0)}
+        for i in range(5)
+    ]
+    cfg = make_config(
+        tmp_path, recordings,
+        ["search.n_trials=2", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec4]",
+         "cv.refit_on_all=false", "tracking.enabled=false", f"calibration.method={method}",
+         "cv.group_by=recording"],
+    )
+    result = train(cfg)
+    model, _ = load_model(model_folder=result.model_folder, trusted=list(TRUSTED_TYPES))
+    calibrated = model.named_steps["calibrated"]
+    assert isinstance(calibrated, CalibratedClassifierCV) and calibrated.method == method
+    # Its folds are grouped: no recording on both sides of any calibration fold.
+    recs = np.repeat([r["id"] for r in recordings[:4]], 80)
+    assert isinstance(calibrated.cv, list) and len(calibrated.cv) == 3
+    for train_idx, valid_idx in calibrated.cv:
+        assert not set(recs[train_idx]) & set(recs[valid_idx])
+    X = pd.read_csv(recordings[4]["metrics"]).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
+    X = X[list(model.feature_names_in_)].astype("float32")
+    held = pd.read_csv(result.model_folder / "holdout_predictions.csv")
+    np.testing.assert_allclose(model.predict_proba(X)[:, 1], held["probability_good"], rtol=1e-6)
+    assert StratifiedGroupKFold  # (the folds above come from make_folds, which uses it)

@@ -91,6 +91,13 @@ class ThresholdConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """Probability calibration of the exported model, fitted on out-of-fold predictions (``method: null``: none)."""
+
+    method: Optional[str] = None
+
+
+@dataclass
 class RegistryConfig:
     """Model Registry gate and promotion rules (``python -m unitrefine.promote``)."""
 
@@ -134,6 +141,7 @@ class TrainConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -198,6 +206,10 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"threshold.objective must be balanced_accuracy or precision (got '{cfg.threshold.objective}')")
     if cfg.threshold.tune and len(cfg.task.classes) != 2:
         problems.append(f"threshold.tune needs a binary task; '{cfg.task.name}' has {len(cfg.task.classes)} classes")
+    if cfg.calibration.method not in (None, "sigmoid", "isotonic"):
+        problems.append(f"calibration.method must be sigmoid, isotonic or null (got '{cfg.calibration.method}')")
+    if cfg.calibration.method is not None and cfg.threshold.tune:
+        problems.append("calibration.method and threshold.tune cannot be combined: choose one")
     if not 0 < cfg.threshold.target_precision <= 1:
         problems.append(f"threshold.target_precision must be in (0, 1] (got {cfg.threshold.target_precision})")
     if cfg.registry.bootstrap_by not in ("recording", "unit"):

@@ -222,6 +222,19 @@ REGISTRY: dict[str, dict[str, Component]] = {g: {} for g in GROUPS}
 for _c in _COMPONENTS:
     REGISTRY[_c.group][_c.name] = _c
 
+#: Types a calibrated model adds (calibration.method): it holds the imbalanced-learn pipelines it refitted
+#: inside CV, resamplers included (they act only during fit), and the fitted calibrators.
+CALIBRATION_TYPES = (
+    "imblearn.pipeline.Pipeline",
+    "imblearn.over_sampling._random_over_sampler.RandomOverSampler",
+    "imblearn.under_sampling._prototype_selection._random_under_sampler.RandomUnderSampler",
+    "imblearn.over_sampling._smote.base.SMOTE",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+)
+
 #: Types beyond skops' defaults that any exported pipeline may contain. Reviewed by hand; loading
 #: trusts exactly these and nothing read from a model file.
 TRUSTED_TYPES: tuple[str, ...] = tuple(
@@ -229,6 +242,7 @@ TRUSTED_TYPES: tuple[str, ...] = tuple(
         # numpy.dtype: every fitted pipeline; Bunch: the named members of a soft-voting ensemble.
         {"collections.OrderedDict", "numpy.dtype", "sklearn.utils._bunch.Bunch"}
         | {t for c in _COMPONENTS for t in c.trusted_types}
+        | set(CALIBRATION_TYPES)
     )
 )
 

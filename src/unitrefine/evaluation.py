@@ -77,8 +77,8 @@ def choose_holdout(table: UnitTable, cv: CVConfig, seed: int) -> list[str]:
     raise UnitRefineError(f"Could not draw {n} held-out recordings that leave every class on both sides; list them in cv.holdout_recordings.")
 
 
-def make_plan(table: UnitTable, cv: CVConfig, seed: int) -> Plan:
-    """Split the table into train/held-out recordings and the train part into CV folds.
+def make_folds(table: UnitTable, cv: CVConfig, seed: int) -> tuple[list[Split], str | None]:
+    """CV folds over all units of ``table``, and the column they are grouped by (None: by unit).
 
     Folds are ``StratifiedGroupKFold`` over ``cv.group_by`` when there are at least ``cv.n_splits`` groups,
     otherwise (with a warning) ``StratifiedKFold`` over units.
@@ -86,12 +86,9 @@ def make_plan(table: UnitTable, cv: CVConfig, seed: int) -> Plan:
     Raises
     ------
     UnitRefineError
-        If a class has fewer training units than folds, or a training fold would miss a class.
+        If a class has fewer units than folds, or a training fold would miss a class.
     """
-    holdout = choose_holdout(table, cv, seed)
-    held = table.units["recording"].isin(holdout).to_numpy()
-    train_index, holdout_index = np.flatnonzero(~held), np.flatnonzero(held)
-    y = table.y[train_index]
+    y = table.y
     counts = np.bincount(y, minlength=len(table.classes))
     if counts.min() < cv.n_splits:
         small = {table.classes[i]: int(c) for i, c in enumerate(counts) if c < cv.n_splits}
@@ -101,22 +98,18 @@ def make_plan(table: UnitTable, cv: CVConfig, seed: int) -> Plan:
         )
     grouped_by = cv.group_by
     groups = table.groups(grouped_by)
-    if groups is not None:
-        n_groups = len(np.unique(groups[train_index]))
-        if n_groups < cv.n_splits:
-            log.warning(
-                "Only %d %ss to train on, fewer than cv.n_splits=%d: folds are stratified by unit instead of grouped "
-                "by %s, so the CV score is optimistic for new %ss.",
-                n_groups, grouped_by, cv.n_splits, grouped_by, grouped_by,
-            )
-            grouped_by = None
-    if grouped_by is None:
-        splitter = StratifiedKFold(n_splits=cv.n_splits, shuffle=True, random_state=seed)
-        folds = list(splitter.split(np.zeros(len(y)), y))
+    if groups is not None and len(np.unique(groups)) < cv.n_splits:
+        log.warning(
+            "Only %d %ss to train on, fewer than cv.n_splits=%d: folds are stratified by unit instead of grouped "
+            "by %s, so the CV score is optimistic for new %ss.",
+            len(np.unique(groups)), grouped_by, cv.n_splits, grouped_by, grouped_by,
+        )
+        grouped_by = groups = None
+    if groups is None:
+        folds = list(StratifiedKFold(n_splits=cv.n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     else:
-        assert groups is not None
         splitter = StratifiedGroupKFold(n_splits=cv.n_splits, shuffle=True, random_state=seed)
-        folds = list(splitter.split(np.zeros(len(y)), y, groups[train_index]))
+        folds = list(splitter.split(np.zeros(len(y)), y, groups))
     for k, (tr, _) in enumerate(folds):
         missing = set(range(len(table.classes))) - set(np.unique(y[tr]).tolist())
         if missing:
@@ -124,6 +117,15 @@ def make_plan(table: UnitTable, cv: CVConfig, seed: int) -> Plan:
                 f"CV fold {k} would train without class {[table.classes[i] for i in sorted(missing)]}: too few "
                 f"{grouped_by}s hold it. Lower cv.n_splits or set cv.group_by=null."
             )
+    return folds, grouped_by
+
+
+def make_plan(table: UnitTable, cv: CVConfig, seed: int) -> Plan:
+    """Split the table into train/held-out recordings and the train part into CV folds (:func:`make_folds`)."""
+    holdout = choose_holdout(table, cv, seed)
+    held = table.units["recording"].isin(holdout).to_numpy()
+    train_index, holdout_index = np.flatnonzero(~held), np.flatnonzero(held)
+    folds, grouped_by = make_folds(table.subset(train_index), cv, seed)
     log.info(
         "Split: %d training units (%s), %d held-out units (%s); %d folds %s.",
         len(train_index), "all recordings" if not holdout else f"{table.units['recording'].nunique() - len(holdout)} recordings",

@@ -24,7 +24,7 @@ from unitrefine.data import UnitTable, load_dataset
 from unitrefine.ensemble import Selection, select_ensemble
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
-from unitrefine.evaluation import balanced_accuracy, holdout_report, make_plan, scorer
+from unitrefine.evaluation import balanced_accuracy, holdout_report, make_folds, make_plan, scorer
 from unitrefine.export import (
     INFO_FILE,
     check_output_folder,
@@ -184,6 +184,24 @@ def _select_ensemble(
     return selection
 
 
+def _calibrated(cfg: TrainConfig, specs: dict[int, PipelineSpec], members: dict[int, int], part: UnitTable) -> Any:
+    """The selected model refitted inside ``CalibratedClassifierCV`` on CV folds of ``part``.
+
+    Each fold's model is fitted on the other folds (grouped by recording when possible) and the calibrator
+    on its predictions; the model is then refitted on all of ``part``. A plain sklearn ``Pipeline`` results.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.pipeline import Pipeline
+
+    pipes = [(f"trial_{n}", build_pipeline(specs[n], cfg.seed)) for n in members]
+    model = pipes[0][1] if len(pipes) == 1 else VotingClassifier(pipes, voting="soft", weights=list(members.values()))
+    folds, _ = make_folds(part, cfg.cv, cfg.seed)
+    calibrated = CalibratedClassifierCV(model, method=cfg.calibration.method, cv=folds, ensemble=False)
+    with threadpool_limits(limits=1):
+        return Pipeline([("calibrated", calibrated.fit(part.X, part.y))])
+
+
 def _tune_threshold(cfg: TrainConfig, members: dict[int, int], objective: Objective, part: UnitTable) -> Threshold | None:
     """The decision threshold of the exported model, tuned on its members' out-of-fold predictions."""
     if not cfg.threshold.tune:
@@ -281,6 +299,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         threshold = _tune_threshold(cfg, members, objective, train_part)
 
         def fit_model(part: UnitTable) -> Any:
+            if cfg.calibration.method is not None:
+                return _calibrated(cfg, specs, members, part)
             fitted = [(f"trial_{n}", export_pipeline(_fit(specs[n], part, cfg.seed))) for n in members]
             model = fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(members.values()), part.X, part.y)
             return model if threshold is None else with_threshold(model, threshold.value, part.X, part.y)
