@@ -58,8 +58,10 @@ def tiny_recordings(tmp_path: Path) -> list[dict[str, str]]:
 
 def make_config(tmp_path: Path, recordings: list[dict[str, str]], overrides: list[str] | None = None,
                 **changes: Any) -> TrainConfig:
-    """Compose the smoke experiment with everything written under tmp_path, then apply ``changes``."""
-    cfg: DictConfig = compose_config(["+experiment=smoke", f"root={tmp_path}", *(overrides or [])])
+    """Compose the smoke experiment on ``recordings`` (nothing held out, folds by unit unless overridden), with
+    everything written under tmp_path, then apply ``changes``."""
+    base = ["+experiment=smoke", f"root={tmp_path}", "cv.holdout_recordings=[]", "cv.group_by=null"]
+    cfg: DictConfig = compose_config([*base, *(overrides or [])])
     cfg.dataset.recordings = OmegaConf.create(recordings)
     for dotted, value in changes.items():
         OmegaConf.update(cfg, dotted.replace("__", "."), value, merge=False)

@@ -25,10 +25,11 @@ def outputs(tmp_path: Path) -> list[str]:
 
 
 def test_smoke_experiment_runs_from_any_directory_and_reports(tmp_path: Path) -> None:
-    """The shipped tutorial data is found relative to the project, not to the working directory."""
+    """The shipped data is found relative to the project, not to the working directory."""
     proc = run_cli("+experiment=smoke", "search.n_trials=2", *outputs(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Loaded 796 units from 1 recordings" in proc.stderr
+    assert "Loaded 1158 units from 4 recordings" in proc.stderr
+    assert "Held-out recordings: balanced accuracy" in proc.stderr
     assert "Top trials" in proc.stderr and "mlflow ui --backend-store-uri" in proc.stderr
     assert (tmp_path / "out" / "model" / "best_model.skops").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # Hydra wrote nothing into the cwd

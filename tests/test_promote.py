@@ -22,7 +22,7 @@ def space(classifier: dict) -> dict:
 
 def test_gate_promote_win_lose_force_and_mismatch(tmp_path: Path, tiny_recordings) -> None:
     base = ["search.n_trials=1", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec3]",
-            "registry.n_bootstrap=200", "search.enqueue_defaults=false"]
+            "registry.n_bootstrap=200", "search.enqueue_defaults=false", "search.resume=false"]
 
     def run(classifier: dict, *extra: str, **changes):
         cfg = make_config(tmp_path, tiny_recordings, [*base, *extra], search_space=space(classifier), **changes)
@@ -69,9 +69,36 @@ def test_gate_promote_win_lose_force_and_mismatch(tmp_path: Path, tiny_recording
 
 
 def test_promote_without_challenger_or_evaluation_data_is_a_clear_error(tmp_path: Path, tiny_recordings) -> None:
-    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1"])
+    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", "search.resume=false"])
     with pytest.raises(UnitRefineError, match="no 'challenger' version"):
         promote(cfg)
-    train(cfg)  # registers a challenger; the smoke config holds out no recording
-    with pytest.raises(UnitRefineError, match="no held-out recordings"):
+    train(cfg)  # registers a challenger; nothing is held out here
+    train(cfg)
+    client = MlflowClient(cfg.tracking.uri or f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    client.set_registered_model_alias("smoke", "champion", "1")
+    with pytest.raises(UnitRefineError, match="has no held-out predictions"):
         promote(cfg)
+
+
+def test_promote_on_an_evaluation_dataset_scores_the_exported_models(tmp_path: Path, tiny_recordings) -> None:
+    """With registry.evaluation_dataset, the exported models themselves are scored on it."""
+    from unitrefine.data import load_dataset
+    from unitrefine.evaluation import balanced_accuracy
+    from unitrefine.export import load_model_folder
+
+    train_on = tiny_recordings[:3]
+    extra = ["search.n_trials=1", "search.enqueue_defaults=false", "registry.n_bootstrap=100", "search.resume=false"]
+    cfg = make_config(tmp_path, train_on, extra, search_space=space(STUMP),
+                      registry__evaluation_dataset={"name": "eval", "recordings": [tiny_recordings[3]]})
+    weak = train(cfg)
+    promote(cfg)
+    strong = train(make_config(tmp_path, train_on, extra, search_space=space(FOREST),
+                               registry__evaluation_dataset={"name": "eval", "recordings": [tiny_recordings[3]]}))
+    decision = promote(cfg)
+    table = load_dataset(cfg.registry.evaluation_dataset, cfg.task, cfg.root_dir)
+    scores = []
+    for result in (weak, strong):
+        model, info = load_model_folder(result.model_folder)
+        scores.append(balanced_accuracy(table.y, model.predict(table.X[info["features"]])))
+    assert (decision.champion_score, decision.challenger_score) == pytest.approx(tuple(scores))
+    assert decision.promoted == (scores[1] > scores[0])

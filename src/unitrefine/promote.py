@@ -1,7 +1,9 @@
 """Promotion in the Model Registry: ``python -m unitrefine.promote +experiment=<name> [force=true]``.
 
-The registered ``challenger`` and ``champion`` are scored on the same labelled evaluation data (the
-experiment's held-out recordings, or ``registry.evaluation_dataset``); ``champion`` moves to the challenger
+The registered ``challenger`` and ``champion`` are scored on the same labelled units: by default the
+held-out recordings, through each version's predictions from its configuration fitted without them (the
+exported models may have been refit on everything); or ``registry.evaluation_dataset``, through the
+exported models themselves. ``champion`` moves to the challenger
 only when it wins by more than ``registry.margin`` (or with ``force=true``). The comparison is an MLflow
 run; the decision and the previous champion are model-version tags.
 """
@@ -15,6 +17,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 import datetime as dt  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -24,6 +27,7 @@ from typing import Any  # noqa: E402
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from unitrefine.config import CONF_DIR, TrainConfig, validate_config  # noqa: E402
@@ -66,35 +70,61 @@ def bootstrap_delta(
     return float(low), float(high)
 
 
-def _load_version(tracker: Any, name: str, version: str, workdir: Path) -> tuple[Any, dict[str, Any]]:
+def _download(tracker: Any, name: str, version: str, workdir: Path) -> Path:
+    run_id = tracker.client.get_model_version(name, version).run_id
+    return tracker.download_model_folder(run_id, workdir / f"v{version}")
+
+
+def _info(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "model_info.json").read_text(encoding="utf-8"))
+
+
+def _on_dataset(cfg: TrainConfig, folder: Path, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true class, predicted class, recording) of a version's exported model on ``registry.evaluation_dataset``."""
+    from unitrefine.data import load_dataset
     from unitrefine.export import load_model_folder
 
-    run_id = tracker.client.get_model_version(name, version).run_id
-    local = tracker.download_model_folder(run_id, workdir / f"v{version}")
-    return load_model_folder(local)
-
-
-def _evaluation_table(cfg: TrainConfig) -> Any:
-    from unitrefine.data import load_dataset
-    from unitrefine.evaluation import choose_holdout
-
-    if cfg.registry.evaluation_dataset is not None:
-        return load_dataset(cfg.registry.evaluation_dataset, cfg.task, cfg.root_dir)
-    table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
-    held = choose_holdout(table, cfg.cv, cfg.seed)
-    if not held:
-        raise UnitRefineError(
-            f"Experiment '{cfg.experiment_name}' has no held-out recordings to compare models on. Set "
-            "cv.holdout_recordings, or registry.evaluation_dataset to a labelled dataset."
-        )
-    return table.subset(np.flatnonzero(table.units["recording"].isin(held).to_numpy()))
-
-
-def _predict(model: Any, info: dict[str, Any], table: Any, which: str) -> np.ndarray:
+    assert cfg.registry.evaluation_dataset is not None
+    table = load_dataset(cfg.registry.evaluation_dataset, cfg.task, cfg.root_dir)
+    model, info = load_model_folder(folder)
     missing = [f for f in info["features"] if f not in table.X.columns]
     if missing:
-        raise UnitRefineError(f"The evaluation data lacks metrics {missing} that the {which} model needs.")
-    return model.predict(table.X[info["features"]])
+        raise UnitRefineError(f"registry.evaluation_dataset lacks metrics {missing} that the {which} model needs.")
+    return table.y, model.predict(table.X[info["features"]]), table.units["recording"].to_numpy()
+
+
+def _on_holdout(folders: dict[str, Path]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """True classes, each version's predictions and recordings on the held-out units both versions share.
+
+    Each version's predictions come from its best configuration fitted *without* the held-out recordings
+    (``holdout_predictions.csv``), so neither model has seen the units it is compared on, even when the
+    exported models were refit on everything.
+    """
+    frames = {}
+    for which, folder in folders.items():
+        path = folder / "holdout_predictions.csv"
+        if not path.is_file():
+            raise UnitRefineError(
+                f"The {which} version has no held-out predictions (it was trained with nothing held out). Set "
+                "cv.holdout_recordings when training, or registry.evaluation_dataset to labelled data neither "
+                "model was trained on."
+            )
+        df = pd.read_csv(path, dtype={"unit_id": str, "recording": str})
+        frames[which] = df.set_index(["recording", "unit_id"]).sort_index()
+    keys = [set(f.index) for f in frames.values()]
+    if any(k != keys[0] for k in keys):
+        raise UnitRefineError(
+            "The two versions were held out on different recordings, so their held-out predictions cannot be "
+            "compared. Set registry.evaluation_dataset to labelled data neither model was trained on."
+        )
+    first = next(iter(frames.values()))
+    classes = sorted(set(first["true_class"]))
+    code = {c: i for i, c in enumerate(classes)}
+    y = first["true_class"].map(code).to_numpy()
+    preds = {
+        w: f.loc[first.index, "predicted_class"].map(lambda c: code.get(c, -1)).to_numpy() for w, f in frames.items()
+    }
+    return y, preds, first.index.get_level_values("recording").to_numpy()
 
 
 def promote(cfg: TrainConfig, force: bool = False) -> Decision:
@@ -140,38 +170,39 @@ def promote(cfg: TrainConfig, force: bool = False) -> Decision:
         return Decision(False, "already champion", champion, challenger, None, float("nan"), None, None)
 
     with tempfile.TemporaryDirectory(prefix="unitrefine-promote-") as tmp:
-        chal_model, chal_info = _load_version(tracker, name, challenger, Path(tmp))
-        table = _evaluation_table(cfg)
-        y = table.y
-        chal_pred = _predict(chal_model, chal_info, table, "challenger")
-        chal_score = balanced_accuracy(y, chal_pred)
-        if champion is None:
-            decision = Decision(True, "no champion yet", None, challenger, None, chal_score, None, None)
-        else:
-            champ_model, champ_info = _load_version(tracker, name, champion, Path(tmp))
+        folders = {"challenger": _download(tracker, name, challenger, Path(tmp))}
+        if champion is not None:
+            folders["champion"] = _download(tracker, name, champion, Path(tmp))
+            infos = {w: _info(f) for w, f in folders.items()}
             for key, what in (("features", "feature sets"), ("label_conversion", "label sets")):
-                if champ_info[key] != chal_info[key]:
+                if infos["champion"][key] != infos["challenger"][key]:
                     raise UnitRefineError(
                         f"Cannot compare versions {champion} and {challenger} of '{name}': their {what} differ "
-                        f"({champ_info[key]} vs {chal_info[key]}). Register the new model under another name."
+                        f"({infos['champion'][key]} vs {infos['challenger'][key]}). Register the new model under "
+                        "another name."
                     )
-            champ_pred = _predict(champ_model, champ_info, table, "champion")
-            champ_score = balanced_accuracy(y, champ_pred)
-            groups = (
-                table.units["recording"].to_numpy()
-                if cfg.registry.bootstrap_by == "recording" and table.units["recording"].nunique() > 1
-                else np.arange(len(y))
-            )
-            ci = bootstrap_delta(y, champ_pred, chal_pred, groups, cfg.registry.n_bootstrap, cfg.seed)
-            delta = chal_score - champ_score
-            wins = delta > cfg.registry.margin
-            reason = (
-                "forced" if force else
-                f"challenger {'wins' if wins else 'does not win'}: delta {delta:+.4f} vs margin {cfg.registry.margin:.4f}"
-            )
-            decision = Decision(force or wins, reason, champion, challenger, champ_score, chal_score, delta, ci)
+        if cfg.registry.evaluation_dataset is not None:
+            evaluated = {w: _on_dataset(cfg, f, w) for w, f in folders.items()}
+            y, _, recordings = evaluated["challenger"]
+            preds = {w: e[1] for w, e in evaluated.items()}
+        else:
+            y, preds, recordings = _on_holdout(folders)
+    chal_score = balanced_accuracy(y, preds["challenger"])
+    if champion is None:
+        decision = Decision(True, "no champion yet", None, challenger, None, chal_score, None, None)
+    else:
+        champ_score = balanced_accuracy(y, preds["champion"])
+        by_recording = cfg.registry.bootstrap_by == "recording" and len(set(recordings)) > 1
+        groups = recordings if by_recording else np.arange(len(y))
+        ci = bootstrap_delta(y, preds["champion"], preds["challenger"], groups, cfg.registry.n_bootstrap, cfg.seed)
+        delta = chal_score - champ_score
+        wins = delta > cfg.registry.margin
+        reason = "forced" if force else (
+            f"challenger {'wins' if wins else 'does not win'}: delta {delta:+.4f} vs margin {cfg.registry.margin:.4f}"
+        )
+        decision = Decision(force or wins, reason, champion, challenger, champ_score, chal_score, delta, ci)
 
-    _record(tracker, cfg, name, decision, n_units=len(y), recordings=sorted(set(table.units["recording"])))
+    _record(tracker, cfg, name, decision, n_units=len(y), recordings=sorted(set(recordings)))
     return decision
 
 
