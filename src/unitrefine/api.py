@@ -114,7 +114,11 @@ def train_model(
     ids = recording_ids or [f"recording_{i}" for i in range(len(metrics_paths))]
     if len(ids) != len(metrics_paths):
         raise UnitRefineError("recording_ids must name every metrics file.")
-    cfg = compose_config([f"experiment_name={experiment_name}", *([f"task={task}"] if task else []), *overrides])
+    # Like SpikeInterface's train_model, every call searches afresh (a new study beside earlier ones);
+    # pass overrides=["search.resume=true"] to continue the latest study of the experiment instead.
+    cfg = compose_config(
+        [f"experiment_name={experiment_name}", "search.resume=false", *([f"task={task}"] if task else []), *overrides]
+    )
     with tempfile.TemporaryDirectory(prefix="unitrefine-labels-") as tmp:
         recordings = []
         for i, (rid, mpath, lab) in enumerate(zip(ids, metrics_paths, labels)):
@@ -139,4 +143,10 @@ def train_model(
         if folder is not None:
             cfg.output.folder = str(Path(folder).expanduser().resolve())
         cfg.output.overwrite = overwrite
-        return train(validate_config(cfg))
+        result = train(validate_config(cfg))
+    if result is None:
+        raise UnitRefineError(
+            f"Study '{experiment_name}' was already complete and exported, or another worker exports it: nothing "
+            "was trained. Leave search.resume=false (the default here) to train afresh."
+        )
+    return result

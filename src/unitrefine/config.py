@@ -68,6 +68,10 @@ class SearchConfig:
     timeout_s: Optional[float] = None
     n_jobs: int = 1
     storage: Optional[str] = None
+    resume: bool = True
+    heartbeat_s: int = 10
+    grace_period_s: int = 30
+    max_retries: int = 3
     pruner: str = "median"
     n_startup_trials: int = 10
     enqueue_defaults: bool = True
@@ -200,6 +204,20 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"search.timeout_s must be > 0 or null (got {cfg.search.timeout_s})")
     if cfg.search.pruner not in ("median", "hyperband", "wilcoxon", "none"):
         problems.append(f"search.pruner must be median, hyperband, wilcoxon or none (got '{cfg.search.pruner}')")
+    if cfg.search.heartbeat_s < 1 or cfg.search.grace_period_s <= cfg.search.heartbeat_s:
+        problems.append(
+            f"search.heartbeat_s must be >= 1 and search.grace_period_s larger than it "
+            f"(got {cfg.search.heartbeat_s} and {cfg.search.grace_period_s})"
+        )
+    if cfg.search.max_retries < 0:
+        problems.append(f"search.max_retries must be >= 0 (got {cfg.search.max_retries})")
+    if cfg.search.storage is not None:
+        from unitrefine.storage import storage_kind
+
+        try:
+            storage_kind(cfg.search.storage)
+        except UnitRefineError as exc:
+            problems.append(str(exc))
     if cfg.ensemble.rounds < 0 or cfg.ensemble.candidates < 1:
         problems.append("ensemble.rounds must be >= 0 and ensemble.candidates >= 1")
     if cfg.threshold.objective not in ("balanced_accuracy", "precision"):

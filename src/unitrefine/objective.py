@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,3 +89,20 @@ class Objective:
         if oof is not None:
             self.oof[trial.number] = oof
         return float(np.mean(scores))
+
+    def ensure_oof(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+        """Recompute the out-of-fold probabilities of completed ``trials`` that are not in :attr:`oof`.
+
+        Trials run by another worker, or by this command before a resume, were scored elsewhere; refitting
+        their configuration on the same folds with the same seed gives the predictions they had.
+        """
+        for t in trials:
+            if t.number in self.oof:
+                continue
+            spec = self.space.spec_from_params(t.params)
+            oof = np.full((len(self.y), int(self.y.max()) + 1), np.nan)
+            with threadpool_limits(limits=1):
+                for train, valid in self.folds:
+                    model = build_pipeline(spec, self.seed).fit(self.X.iloc[train], self.y[train])
+                    oof[valid] = model.predict_proba(self.X.iloc[valid])
+            self.oof[t.number] = oof

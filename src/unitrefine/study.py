@@ -1,19 +1,43 @@
-"""Create and run the Optuna study: seeded TPE, a pruner, a study-wide trial budget."""
+"""The Optuna study: seeded TPE, a pruner, an identity checked on resume, and the study-wide trial budget.
+
+Budget accounting. A trial *counts* toward ``search.n_trials`` when it is COMPLETE, PRUNED, or FAIL because
+its configuration cannot be fitted (the objective records the reason in the ``error`` attribute). A trial
+that FAILed because its worker stopped (Ctrl-C, SIGKILL, a lost node) does not count: it is retried as a
+new WAITING trial with the same parameters, linked by Optuna's retry attributes (``failed_trial``,
+``retry_history``, as :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` writes them), up to
+``search.max_retries`` times; after that it counts as failed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import optuna
 
 from unitrefine.config import SearchConfig
+from unitrefine.errors import UnitRefineError
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+TrialState = optuna.trial.TrialState
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: Study user attributes that must match for a study to be resumed, and how to name them.
+IDENTITY = {
+    "unitrefine.search_space": "search space",
+    "unitrefine.data": "data (searched units, features, labels)",
+    "unitrefine.cv": "CV folds or scoring",
+    "unitrefine.seed": "seed",
+}
+EXPORTED_ATTR = "unitrefine.exported"
+RUN_ATTR = "unitrefine.mlflow_run_id"
 
 
 def make_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
@@ -27,17 +51,21 @@ def make_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def create_study(name: str, search: SearchConfig, seed: int) -> optuna.Study:
-    """A maximising study with a seeded multivariate TPE sampler.
+def create_study(
+    name: str, search: SearchConfig, seed: int, storage: optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
+    """A maximising study with a seeded multivariate TPE sampler, loaded if ``storage`` already holds it.
 
     Parameters
     ----------
     name : str
-        Study name (the experiment name).
+        Study name.
     search : SearchConfig
-        ``storage`` (None: in memory), pruner and start-up settings.
+        Pruner and start-up settings.
     seed : int
         Sampler seed: the same seed gives the same sequential trial sequence.
+    storage : optuna.storages.BaseStorage, optional
+        Where the study lives (None: a new in-memory storage).
     """
     with warnings.catch_warnings():
         # `group` (conditional spaces sampled jointly) is still flagged experimental; we rely on it knowingly.
@@ -47,31 +75,175 @@ def create_study(name: str, search: SearchConfig, seed: int) -> optuna.Study:
         )
     return optuna.create_study(
         study_name=name,
-        storage=search.storage,
+        storage=storage,
         sampler=sampler,
         pruner=make_pruner(search),
         direction="maximize",
-        load_if_exists=search.storage is not None,
+        load_if_exists=True,
     )
 
 
-def run_study(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    search: SearchConfig,
-    callbacks: Sequence[Callback] = (),
-) -> None:
-    """Run trials until the study holds ``search.n_trials`` finished trials or ``timeout_s`` passes."""
-    done = sum(t.state in FINISHED for t in study.trials)
-    remaining = search.n_trials - done
-    if remaining <= 0:
-        log.info("Study '%s' already has %d finished trials (budget %d).", study.study_name, done, search.n_trials)
-        return
-    study.optimize(
-        objective,
-        n_trials=remaining,
-        timeout=search.timeout_s,
-        n_jobs=search.n_jobs,
-        callbacks=list(callbacks),
-        gc_after_trial=False,
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def study_identity(
+    search_space: Mapping[str, Any],
+    data_fingerprint: str,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    cv: Mapping[str, Any],
+    seed: int,
+) -> dict[str, str]:
+    """What a study's trials depend on; a resumed study must match it (see :data:`IDENTITY`).
+
+    Parameters
+    ----------
+    search_space : mapping
+        The search-space config.
+    data_fingerprint : str
+        Fingerprint of the units the search cross-validates (held-out recordings excluded).
+    folds : sequence of (train, validation) arrays
+        The CV folds.
+    cv : mapping
+        Settings that change scores without changing the folds (e.g. ``scoring``).
+    seed : int
+        The sampler and estimator seed.
+    """
+    fold_sets = [sorted(int(i) for i in valid) for _, valid in folds]
+    return {
+        "unitrefine.search_space": _digest(search_space),
+        "unitrefine.data": data_fingerprint,
+        "unitrefine.cv": _digest({"folds": fold_sets, **cv}),
+        "unitrefine.seed": str(seed),
+    }
+
+
+def study_name(storage: optuna.storages.BaseStorage, experiment: str, resume: bool) -> str:
+    """The study to use for ``experiment``: the latest one (``resume``) or a new one.
+
+    Studies of an experiment are named ``<experiment>``, then ``<experiment>#2``, ``<experiment>#3``...
+    """
+    pattern = re.compile(re.escape(experiment) + r"(?:#(\d+))?")
+    taken = sorted(
+        int(m.group(1) or 1) for s in storage.get_all_studies() if (m := pattern.fullmatch(s.study_name))
+    )
+    if not taken:
+        return experiment
+    k = taken[-1] if resume else taken[-1] + 1
+    return experiment if k == 1 else f"{experiment}#{k}"
+
+
+def check_identity(study: optuna.Study, identity: Mapping[str, str], storage_label: str) -> bool:
+    """Record ``identity`` on a new study, or check that a resumed study has the same one.
+
+    Returns
+    -------
+    bool
+        True if the study was new (nothing recorded yet).
+
+    Raises
+    ------
+    UnitRefineError
+        If the study was started with another search space, data, CV setup or seed.
+    """
+    recorded = {k: v for k, v in study.user_attrs.items() if k in IDENTITY}
+    if not recorded:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+        return True
+    differ = [label for key, label in IDENTITY.items() if recorded.get(key) != identity.get(key)]
+    if differ:
+        raise UnitRefineError(
+            f"Cannot resume study '{study.study_name}' ({storage_label}): its {', '.join(differ)} differ from "
+            "this run's, so its trials cannot be compared with new ones. Re-run with search.resume=false to "
+            "start a fresh study (kept beside it under a new name), choose another experiment_name, or restore "
+            "the original configuration to resume it."
+        )
+    return False
+
+
+def _is_config_failure(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == TrialState.FAIL and "error" in t.user_attrs
+
+
+def retry_history(t: optuna.trial.FrozenTrial) -> list[int]:
+    """The numbers of the earlier attempts ``t`` retries (Optuna's ``retry_history`` attribute)."""
+    return list(t.system_attrs.get("retry_history", []))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where a study stands against its trial budget.
+
+    Attributes
+    ----------
+    counted : int
+        Trials that count toward ``n_trials`` (complete, pruned, failed by their configuration, or
+        interrupted more than ``max_retries`` times).
+    running : int
+        Trials running now (in any worker).
+    waiting : int
+        Queued trials (defaults, retries).
+    to_retry : tuple of FrozenTrial
+        Interrupted trials not retried yet.
+    interrupted : int
+        Interrupted trials already retried (they do not count).
+    n_complete : int
+        Completed trials.
+    """
+
+    counted: int
+    running: int
+    waiting: int
+    to_retry: tuple[optuna.trial.FrozenTrial, ...]
+    interrupted: int
+    n_complete: int
+
+
+def budget(trials: Sequence[optuna.trial.FrozenTrial], max_retries: int) -> Budget:
+    """Count ``trials`` against the budget (see the module docstring)."""
+    retried = {h[-1] for t in trials if (h := retry_history(t))}
+    counted = running = waiting = interrupted = 0
+    to_retry = []
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _is_config_failure(t):
+            counted += 1
+        elif t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state == TrialState.WAITING:
+            waiting += 1
+        elif t.state == TrialState.FAIL:
+            if t.number in retried:
+                interrupted += 1
+            elif len(retry_history(t)) >= max_retries:
+                counted += 1
+            else:
+                to_retry.append(t)
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    return Budget(counted, running, waiting, tuple(to_retry), interrupted, n_complete)
+
+
+def trial_counts(trials: Sequence[optuna.trial.FrozenTrial], max_retries: int) -> dict[str, int]:
+    """``complete``, ``pruned``, ``fail`` (counted failures) and ``interrupted`` (retried) trials."""
+    b = budget(trials, max_retries)
+    complete = b.n_complete
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    return {"complete": complete, "pruned": pruned, "fail": b.counted - complete - pruned, "interrupted": b.interrupted}
+
+
+def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue ``trial``'s parameters again as a WAITING trial, recording it as a retry of ``trial``.
+
+    The same system attributes as :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (so its
+    ``retried_trial_number``/``retry_history`` read them), but without the user attributes of the
+    interrupted attempt (its partial fold scores must not leak into the retry).
+    """
+    history = [*retry_history(trial), trial.number]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs={"failed_trial": history[0], "retry_history": history},
+        )
     )

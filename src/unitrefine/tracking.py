@@ -76,9 +76,12 @@ class Tracker:
         self._lock = threading.Lock()
 
     @contextmanager
-    def parent_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-        """Start the study's parent run; it ends FINISHED, KILLED (Ctrl-C) or FAILED (any error)."""
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags))
+    def parent_run(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
+        """Start the study's parent run, or resume ``run_id``; it ends FINISHED, KILLED (Ctrl-C) or FAILED."""
+        if run_id:
+            run = mlflow.start_run(run_id=run_id)
+        else:
+            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags))
         self.parent_id = run.info.run_id
         status = "FAILED"
         try:
@@ -89,6 +92,52 @@ class Tracker:
             raise
         finally:
             mlflow.end_run(status=status)
+
+    def create_parent(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        """Create the study's parent run (status RUNNING) with its tags and parameters; return its id.
+
+        Workers of a study share it: they log their trials under it without making it their active run.
+        """
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        self.parent_id = run.info.run_id
+        self.log_params(params)
+        return self.parent_id
+
+    def attach(self, run_id: str) -> bool:
+        """Log trials under the existing parent run ``run_id`` (marked RUNNING again); False if it is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        if run.info.lifecycle_stage != "active" or run.info.experiment_id != self.experiment_id:
+            return False
+        self.parent_id = run_id
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        return True
+
+    def end_parent(self, status: str) -> None:
+        """Terminate the parent run with ``status`` (``FINISHED``, ``KILLED`` or ``FAILED``)."""
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status)
+
+    def logged_trials(self, study_name: str) -> set[int]:
+        """The numbers of the trials of ``study_name`` that have a nested run."""
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`optuna.study` = '{study_name}'", max_results=50000
+        )
+        return {int(r.data.tags["optuna.trial_number"]) for r in runs if "optuna.trial_number" in r.data.tags}
+
+    def has_trial_run(self, study_name: str, number: int) -> bool:
+        """Whether trial ``number`` of ``study_name`` already has a nested run."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`optuna.study` = '{study_name}' and tags.`optuna.trial_number` = '{number}'",
+            max_results=1,
+        )
+        return bool(runs)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters of the parent run (flattened, values stringified)."""
@@ -115,8 +164,19 @@ class Tracker:
         assert self.parent_id is not None
         self.client.log_artifacts(self.parent_id, str(folder), artifact_path)
 
-    def log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, params: Mapping[str, Any]) -> None:
-        """Record one finished trial as a nested run: parameters, fold scores, mean/std, duration and state."""
+    def log_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        params: Mapping[str, Any],
+        status: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record one finished trial as a nested run: parameters, fold scores, mean/std, duration and state.
+
+        ``status`` overrides the run status the trial's state maps to, and ``error`` its ``error`` tag
+        (interrupted trials: ``KILLED``, and why).
+        """
         assert self.parent_id is not None
         metrics = []
         end = _ms(trial.datetime_complete) or _ms(pd.Timestamp.now())
@@ -134,8 +194,10 @@ class Tracker:
             "optuna.trial_number": str(trial.number),
             "optuna.state": trial.state.name.lower(),
         }
-        if "error" in trial.user_attrs:
-            tags["error"] = str(trial.user_attrs["error"])
+        if "worker" in trial.user_attrs:
+            tags["unitrefine.worker"] = str(trial.user_attrs["worker"])
+        if error or "error" in trial.user_attrs:
+            tags["error"] = error or str(trial.user_attrs["error"])
         with self._lock:
             run = self.client.create_run(
                 self.experiment_id, start_time=_ms(trial.datetime_start), tags=tags, run_name=f"trial-{trial.number:04d}"
@@ -145,7 +207,7 @@ class Tracker:
                 metrics=metrics,
                 params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()],
             )
-            self.client.set_terminated(run.info.run_id, _RUN_STATUS.get(trial.state, "FAILED"), end_time=end)
+            self.client.set_terminated(run.info.run_id, status or _RUN_STATUS.get(trial.state, "FAILED"), end_time=end)
 
     def log_model(
         self,
@@ -216,9 +278,28 @@ class NullTracker:
     uri = None
 
     @contextmanager
-    def parent_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    def parent_run(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
         """Yield an empty run id."""
         yield ""
+
+    def create_parent(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        """Create nothing."""
+        return ""
+
+    def attach(self, run_id: str) -> bool:
+        """Attach to nothing."""
+        return True
+
+    def end_parent(self, status: str) -> None:
+        """Do nothing."""
+
+    def logged_trials(self, study_name: str) -> set[int]:
+        """Nothing is recorded."""
+        return set()
+
+    def has_trial_run(self, study_name: str, number: int) -> bool:
+        """Nothing is recorded."""
+        return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Do nothing."""
@@ -232,7 +313,14 @@ class NullTracker:
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         """Do nothing."""
 
-    def log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, params: Mapping[str, Any]) -> None:
+    def log_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        params: Mapping[str, Any],
+        status: str | None = None,
+        error: str | None = None,
+    ) -> None:
         """Do nothing."""
 
     def log_model(self, *args: Any, **kwargs: Any) -> str | None:

@@ -12,6 +12,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 import hydra  # noqa: E402
@@ -31,13 +32,25 @@ def main(cfg: DictConfig) -> None:
     from unitrefine.config import validate_config
     from unitrefine.training import train
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and MLflow report each trial
+    # The progress bar, our log and MLflow report each trial (Optuna would add a traceback for a Ctrl-C).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
+    # A scheduler's SIGTERM (e.g. a cluster job's time limit) stops the search like Ctrl-C: running trials are
+    # marked for retry and the study can be resumed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         train(validate_config(cfg))
     except UnitRefineError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except KeyboardInterrupt:
+        log.error("Interrupted. Run the same command again to resume the study.")
+        sys.exit(130)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ from unitrefine.export import (
 from unitrefine.objective import Objective
 from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
 from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
-from unitrefine.study import create_study, run_study
+from unitrefine.study import budget, study_identity, trial_counts
 from unitrefine.threshold import Threshold, tune_threshold, with_threshold
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+from unitrefine.workers import Finalizer, Session, Worker, join_study
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,32 @@ def _model_folder(cfg: TrainConfig, run_id: str | None) -> Path:
     return cfg.root_dir / "experiments" / cfg.experiment_name / "models" / f"{stamp}{suffix}"
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run one study end to end.
+def _search(cfg: TrainConfig, session: Session, objective: Objective, space: SearchSpace) -> Finalizer | None:
+    """This worker's share of the search; the :class:`~unitrefine.workers.Finalizer` if it is the one to export."""
+
+    def params_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return spec_params(space.spec_from_params(t.params) if set(space.slots) <= set(t.params) else {})
+
+    done = budget(session.study.get_trials(deepcopy=False), cfg.search.max_retries).counted
+    progress = Progress(cfg.search.n_trials, done=min(done, cfg.search.n_trials))
+    worker = Worker(
+        session, objective, cfg.search.n_trials, cfg.search.n_jobs, cfg.search.max_retries, cfg.search.timeout_s,
+        poll_s=1.0 if session.store.kind == "rdb" else 0.5, trial_params=params_of, callbacks=[progress],
+    )
+    try:
+        finalizer = worker.run()
+    finally:
+        progress.close()
+    if finalizer is not None and objective.keep_oof:
+        # Trials run by other workers, or before a resume, have no out-of-fold predictions in this process.
+        complete = [t for t in session.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+        ranked = sorted(complete, key=lambda t: (-t.value, t.number))[: max(cfg.ensemble.candidates, 1)]
+        objective.ensure_oof(ranked)
+    return finalizer
+
+
+def train(cfg: TrainConfig) -> TrainResult | None:
+    """Run one study end to end (or this worker's part of it).
 
     Parameters
     ----------
@@ -234,7 +259,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     Returns
     -------
-    TrainResult
+    TrainResult or None
+        None when this worker did not export: another worker of the study does, or did, or the study
+        already has its trials and its export (see :mod:`unitrefine.workers`).
 
     Raises
     ------
@@ -248,7 +275,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     space = parse_search_space(cfg.search_space)
     plan = make_plan(table, cfg.cv, cfg.seed)
     train_part, held_part = table.subset(plan.train_index), table.subset(plan.holdout_index)
-    tracker = _make_tracker(cfg)
     config_dict = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     assert isinstance(config_dict, dict)
     versions = package_versions()
@@ -264,28 +290,19 @@ def train(cfg: TrainConfig) -> TrainResult:
         **{f"version.{k}": v for k, v in versions.items()},
     }
     run_name = f"{cfg.experiment_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    with tracker.parent_run(run_name, tags) as run_id:
-        tracker.log_params(config_dict)
-        study = create_study(cfg.experiment_name, cfg.search, cfg.seed)
-        if cfg.search.enqueue_defaults and not study.trials:
-            for params in space.fixed_trials()[: cfg.search.n_trials]:
-                study.enqueue_trial(params)
-        objective = Objective(
-            space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
-            keep_oof=cfg.ensemble.rounds > 0 or cfg.threshold.tune,
-        )
-        progress = Progress(cfg.search.n_trials, done=sum(t.state.is_finished() for t in study.trials))
-
-        def track(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-            spec = space.spec_from_params(t.params) if set(space.slots) <= set(t.params) else {}
-            tracker.log_trial(s, t, spec_params(spec))
-
-        try:
-            run_study(study, objective, cfg.search, callbacks=[track, progress])
-        finally:
-            progress.close()
+    objective = Objective(
+        space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
+        keep_oof=cfg.ensemble.rounds > 0 or cfg.threshold.tune,
+    )
+    identity = study_identity(cfg.search_space, train_part.fingerprint(), plan.folds, {"scoring": cfg.cv.scoring}, cfg.seed)
+    session = join_study(cfg, identity, space.fixed_trials(), lambda: _make_tracker(cfg), run_name, tags, config_dict)
+    tracker, study = session.tracker, session.study
+    finalizer = _search(cfg, session, objective, space)
+    if finalizer is None:
+        return None
+    with finalizer, tracker.parent_run(run_name, tags, run_id=session.run_id or None) as run_id:
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        counts = {s: sum(t.state.name.lower() == s for t in study.trials) for s in ("complete", "pruned", "fail")}
+        counts = trial_counts(study.trials, cfg.search.max_retries)
         if not complete:
             errors = sorted({str(t.user_attrs.get("error", "?")) for t in study.trials})
             raise UnitRefineError(f"No trial completed ({counts}); errors: {errors[:3]}. Check the search space and the data.")
@@ -419,6 +436,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     cfg.registry.gate_min_score, gate_metric,
                 )
         tracker.set_tags({"unitrefine.model_folder": str(folder), "unitrefine.model_version": version or "none"})
+        finalizer.exported(folder, version)
     result = TrainResult(
         model_folder=folder,
         run_id=run_id or None,

@@ -1,0 +1,422 @@
+"""One worker of a study: join it, claim trials within the study-wide budget, and elect the one exporter.
+
+Any number of workers (processes on one host or many, each with ``search.n_jobs`` threads) run the same
+command against one storage. They cooperate through three things the storage provides (see
+:mod:`unitrefine.storage`):
+
+* the **study lock**: joining (create or resume, check the identity, create the MLflow parent run) and
+  *claiming* a trial happen under it. A claim fails orphaned trials (their worker died), queues retries of
+  interrupted trials, and starts a trial only if ``counted + running < n_trials``; Optuna's ``ask`` (which
+  pops a queued trial first) runs while the lock is held, and the objective releases it as its first
+  step. So no two workers can both take the last slot of the budget, and the study ends with exactly
+  ``n_trials`` counted trials (:func:`unitrefine.study.budget`).
+* **liveness**: Optuna's heartbeat (RDB storages) or a lock file per worker (journal files), so a killed
+  worker's running trial is failed and retried by another worker, or by the next run of the command.
+* the **finalize lock**, taken without waiting by a worker that finds no trial running and the budget
+  used up: the one that gets it refits, exports and registers; it records that in the study, so that a
+  later worker (or a re-run) finds nothing left to do.
+
+A worker with nothing left to claim waits for the trials other workers are running (one of them may be
+orphaned and retried), so the last worker to finish is the one that exports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import optuna
+
+from unitrefine.config import TrainConfig
+from unitrefine.storage import WORKER_ATTR, Lock, StudyStorage, default_storage, open_storage
+from unitrefine.study import (
+    EXPORTED_ATTR,
+    RUN_ATTR,
+    Budget,
+    budget,
+    check_identity,
+    create_study,
+    retry,
+    study_name,
+)
+from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+TrialParams = Callable[[optuna.trial.FrozenTrial], Mapping[str, Any]]
+
+
+@dataclass
+class Session:
+    """A worker's handle on its study.
+
+    Attributes
+    ----------
+    study : optuna.Study
+    store : StudyStorage
+    tracker : Tracker or NullTracker
+        Attached to the study's MLflow parent run.
+    run_id : str
+        The parent run ("" when tracking is off).
+    experiment : str
+        The experiment (the study lock is per experiment).
+    """
+
+    study: optuna.Study
+    store: StudyStorage
+    tracker: Tracker | NullTracker
+    run_id: str
+    experiment: str
+
+
+def join_study(
+    cfg: TrainConfig,
+    identity: Mapping[str, str],
+    fixed_trials: Sequence[Mapping[str, Any]],
+    make_tracker: Callable[[], Tracker | NullTracker],
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+) -> Session:
+    """Open the storage, then create or resume the experiment's study and its MLflow parent run.
+
+    Everything happens under the study lock, so concurrent workers on a fresh storage neither race on
+    creating the schema, the study, the MLflow store or the parent run, nor see a half-made study.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``search`` (storage, resume, budget), ``tracking``, ``experiment_name``, ``seed``.
+    identity : mapping
+        :func:`unitrefine.study.study_identity` of this configuration; a resumed study must match it.
+    fixed_trials : sequence of mapping
+        Parameters queued first in a new study (``search.enqueue_defaults``).
+    make_tracker : callable
+        Creates the MLflow tracker (called under the lock: it may create the MLflow store).
+    run_name, tags, params
+        Name, tags and parameters of a new parent run.
+
+    Raises
+    ------
+    UnitRefineError
+        If the storage cannot be opened, or the study to resume was started with another configuration.
+    """
+    spec = cfg.search.storage or default_storage(
+        cfg.tracking.enabled, cfg.tracking.uri or default_tracking_uri(cfg.root_dir), cfg.root_dir, cfg.experiment_name
+    )
+    store = open_storage(cfg.search, spec, cfg.resolve_path)
+    try:
+        with store.study_lock(cfg.experiment_name):
+            name = study_name(store.storage, cfg.experiment_name, cfg.search.resume)
+            study = create_study(name, cfg.search, cfg.seed, store.storage)
+            if check_identity(study, identity, store.label):
+                for trial_params in list(fixed_trials)[: cfg.search.n_trials] if cfg.search.enqueue_defaults else []:
+                    study.enqueue_trial(dict(trial_params))
+                log.info("Study '%s' created in %s.", name, store.label)
+            else:
+                # Every worker seeds its sampler with the same seed: those joining an existing study (other
+                # workers, resumed runs) would replay the creator's random draws and run trials twice.
+                study.sampler.reseed_rng()
+                b = budget(study.get_trials(deepcopy=False), cfg.search.max_retries)
+                log.info(
+                    "Resuming study '%s' in %s: %d of %d trials finished, %d running elsewhere.",
+                    name, store.label, b.counted, cfg.search.n_trials, b.running,
+                )
+            tracker = make_tracker()
+            run_id = _parent_run(study, tracker, cfg.search.n_trials, cfg.search.max_retries, run_name,
+                                 {**tags, "unitrefine.study": name, "unitrefine.study_storage": store.label}, params)
+    except BaseException:
+        store.close()
+        raise
+    return Session(study, store, tracker, run_id, cfg.experiment_name)
+
+
+def _parent_run(
+    study: optuna.Study,
+    tracker: Tracker | NullTracker,
+    n_trials: int,
+    max_retries: int,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+) -> str:
+    """The study's shared MLflow parent run: the recorded one, or a new one (first worker, or more trials
+    after an export, whose results then go to a run of their own)."""
+    if isinstance(tracker, NullTracker):
+        return ""
+    run_id = study.user_attrs.get(RUN_ATTR)
+    exported = study.user_attrs.get(EXPORTED_ATTR) or {}
+    extending = exported.get("run_id") == run_id and budget(study.get_trials(deepcopy=False), max_retries).counted < n_trials
+    if run_id and not extending and tracker.attach(run_id):
+        return str(run_id)
+    tags = {**tags, **({"unitrefine.previous_run": str(run_id)} if run_id else {})}
+    run_id = tracker.create_parent(run_name, tags, params)
+    study.set_user_attr(RUN_ATTR, run_id)
+    return run_id
+
+
+class Finalizer:
+    """Held by the one worker that refits, exports and registers; records the export in the study on success.
+
+    Use as a context manager around the export; call :meth:`exported` with what was produced.
+    """
+
+    def __init__(self, lock: Lock, study: optuna.Study, n_finished: int, run_id: str) -> None:
+        self.lock = lock
+        self.study = study
+        self.n_finished = n_finished
+        self.run_id = run_id
+        self._record: dict[str, Any] = {}
+
+    def exported(self, folder: Any, model_version: str | None) -> None:
+        """Note the model folder and registered version, to be recorded in the study."""
+        self._record = {"model_folder": str(folder), "model_version": model_version}
+
+    def __enter__(self) -> Finalizer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.study.set_user_attr(
+                    EXPORTED_ATTR, {"n_finished": self.n_finished, "run_id": self.run_id, **self._record}
+                )
+        finally:
+            self.lock.release()
+
+
+class _ThreadState(threading.local):
+    """Per-thread: whether this thread holds the study lock (the objective releases it)."""
+
+    holds_lock = False
+
+
+@dataclass
+class Worker:
+    """Runs trials of ``session.study`` until the budget is used up, then takes part in the election.
+
+    Parameters
+    ----------
+    session : Session
+    objective : callable
+        ``objective(trial) -> float``.
+    n_trials, n_jobs, max_retries : int
+        The study-wide budget, threads in this worker, retries of an interrupted trial.
+    timeout_s : float or None
+        Stop claiming trials after this many seconds.
+    poll_s : float
+        How often a worker with nothing to claim looks at the others' running trials.
+    trial_params : callable
+        A finished trial's parameters as logged to MLflow.
+    callbacks : sequence of callable
+        Optuna callbacks run after each trial this worker finishes (after it is logged to MLflow).
+    """
+
+    session: Session
+    objective: Callable[[optuna.Trial], float]
+    n_trials: int
+    n_jobs: int
+    max_retries: int
+    timeout_s: float | None
+    poll_s: float
+    trial_params: TrialParams
+    callbacks: Sequence[Callback] = ()
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _running: dict[int, int] = field(default_factory=dict, init=False)
+    _errors: list[BaseException] = field(default_factory=list, init=False)
+    _state: _ThreadState = field(default_factory=_ThreadState, init=False)
+    _deadline: float | None = field(default=None, init=False)
+
+    @property
+    def study(self) -> optuna.Study:
+        """The study."""
+        return self.session.study
+
+    def run(self) -> Finalizer | None:
+        """Take part in the search; return a :class:`Finalizer` if this worker is the one to export.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            On Ctrl-C (or SIGTERM from the command line): this worker's running trials are marked FAIL in
+            Optuna (to be retried on resume) and KILLED in MLflow, the best trial so far is reported, and
+            the parent run is marked KILLED if no other worker is still running trials.
+        """
+        self._deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        lock = self.session.store.study_lock(self.session.experiment)
+        threads = [
+            threading.Thread(target=self._thread_main, args=(lock,), name=f"unitrefine-trials-{i}", daemon=True)
+            for i in range(1, self.n_jobs)
+        ]
+        try:
+            with lock:
+                self._prepare()
+                self._reconcile()
+            for t in threads:
+                t.start()
+            self._loop(lock)
+            for t in threads:
+                t.join()
+            if self._errors:
+                raise self._errors[0]
+        except KeyboardInterrupt:
+            self._stopped_safely("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except Exception:
+            self._stopped_safely("FAILED", "the worker stopped on an error")
+            raise
+        finally:
+            self.session.store.close()
+        return self._elect(lock)
+
+    def _thread_main(self, lock: Lock) -> None:
+        try:
+            self._loop(lock)
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            self._errors.append(exc)
+            self._stop.set()
+
+    def _loop(self, lock: Lock) -> None:
+        while not self._stop.is_set():
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                log.info("search.timeout_s reached: this worker claims no more trials.")
+                return
+            lock.acquire()
+            self._state.holds_lock = True
+            try:
+                b = self._prepare()
+                if b.counted + b.running < self.n_trials:
+                    self.study.optimize(self._claimed, n_trials=1, callbacks=[self._track, *self.callbacks])
+                    self._running.pop(threading.get_ident(), None)
+                    continue
+            finally:
+                if self._state.holds_lock:
+                    self._state.holds_lock = False
+                    lock.release()
+            if b.running == 0:
+                return
+            self._stop.wait(self.poll_s)
+
+    def _claimed(self, trial: optuna.Trial) -> float:
+        """The objective as Optuna calls it: the trial now exists; name its worker, release the lock, run."""
+        trial.set_user_attr(WORKER_ATTR, self.session.store.worker_id)
+        self._running[threading.get_ident()] = trial.number
+        self._state.holds_lock = False
+        self.session.store.study_lock(self.session.experiment).release()
+        return self.objective(trial)
+
+    def _prepare(self) -> Budget:
+        """Under the study lock: fail orphaned trials, queue retries of interrupted ones, count the budget."""
+        self.session.store.fail_orphaned(self.study)
+        b = budget(self.study.get_trials(deepcopy=False), self.max_retries)
+        if b.to_retry:
+            for t in b.to_retry:
+                retry(self.study, t)
+                log.warning("Trial %d was interrupted before it finished: it is run again.", t.number)
+                if not self.session.tracker.has_trial_run(self.study.study_name, t.number):
+                    self.session.tracker.log_trial(
+                        self.study, t, self.trial_params(t), status="KILLED",
+                        error="its worker stopped before the trial finished; the trial was run again",
+                    )
+            b = budget(self.study.get_trials(deepcopy=False), self.max_retries)
+        return b
+
+    def _reconcile(self) -> None:
+        """Log to MLflow the finished trials whose worker died before it could (killed right after the trial).
+
+        Only trials of workers that are gone: a live worker logs its own trials, so none is logged twice.
+        """
+        tracker = self.session.tracker
+        if isinstance(tracker, NullTracker):
+            return
+        alive: dict[str | None, bool] = {}
+        orphans = []
+        for t in self.study.get_trials(deepcopy=False):
+            worker = t.user_attrs.get(WORKER_ATTR)
+            if worker not in alive:
+                alive[worker] = self.session.store.is_alive(worker)
+            if t.state.is_finished() and not alive[worker]:
+                orphans.append(t)
+        if not orphans:
+            return
+        logged = tracker.logged_trials(self.study.study_name)
+        for t in orphans:
+            if t.number not in logged:
+                log.info("Trial %d finished but was not in MLflow (its worker stopped): logging it.", t.number)
+                tracker.log_trial(self.study, t, self.trial_params(t))
+
+    def _track(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.session.tracker.log_trial(study, trial, self.trial_params(trial))
+
+    def _stopped_safely(self, status: str, why: str) -> None:
+        """:meth:`_stopped`, never masking the exception that stopped the worker."""
+        try:
+            self._stopped(status, why)
+        except Exception as exc:  # the storage or MLflow may be what failed
+            log.warning("Could not record the stopped trials (%s: %s).", type(exc).__name__, exc)
+
+    def _stopped(self, status: str, why: str) -> None:
+        """Record this worker's running trials as stopped, report the best so far, end the parent run if last."""
+        self._stop.set()
+        trials = self.study.get_trials(deepcopy=False)
+        for number in list(self._running.values()):
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            trial = self.study.get_trials(deepcopy=False)[number]
+            if trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs:
+                self.session.tracker.log_trial(
+                    self.study, trial, self.trial_params(trial), status=status,
+                    error=f"{why}; the trial is run again when the study is resumed",
+                )
+        trials = self.study.get_trials(deepcopy=False)
+        b = budget(trials, self.max_retries)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = max(complete, key=lambda t: (t.value, -t.number), default=None)
+        best_text = "no trial completed" if best is None else (
+            f"best so far: trial {best.number}, CV score {best.value:.4f} with {dict(self.trial_params(best))}"
+        )
+        log.warning(
+            "Search stopped: %d of %d trials of study '%s' finished; %s. Nothing was exported. Run the same "
+            "command again to resume the study (%s).",
+            b.counted, self.n_trials, self.study.study_name, best_text, self.session.store.label,
+        )
+        if b.running == 0:
+            self.session.tracker.end_parent(status)
+
+    def _elect(self, lock: Lock) -> Finalizer | None:
+        final = self.session.store.finalize_lock(self.study.study_name)
+        if not final.acquire(blocking=False):
+            log.info("Another worker is exporting study '%s'; this worker is done.", self.study.study_name)
+            return None
+        try:
+            with lock:
+                b = self._prepare()
+                self._reconcile()
+            if b.running:
+                log.info(
+                    "This worker is done; %d trials still run in other workers, and the last to finish exports.",
+                    b.running,
+                )
+                final.release()
+                return None
+            exported = self.study.user_attrs.get(EXPORTED_ATTR) or {}
+            if exported.get("n_finished") == b.counted and exported.get("run_id") == self.session.run_id:
+                log.info(
+                    "Study '%s' has its %d trials and was exported to %s (model version %s): nothing to do. "
+                    "Raise search.n_trials to search further, or set search.resume=false for a fresh study.",
+                    self.study.study_name, b.counted, exported.get("model_folder"), exported.get("model_version"),
+                )
+                final.release()
+                return None
+        except BaseException:
+            final.release()
+            raise
+        log.info("Study '%s': %d trials finished; this worker exports the model.", self.study.study_name, b.counted)
+        return Finalizer(final, self.study, b.counted, self.session.run_id)

@@ -1,0 +1,224 @@
+"""Several workers on one study, and workers killed mid-search: real processes, Optuna, MLflow and PostgreSQL.
+
+Every worker is the real command (``python -m unitrefine.train``) in its own process. The assertions read
+the study back from its storage and the runs from MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from _postgres import create_database, postgres_server
+from conftest import write_recording
+from mlflow.tracking import MlflowClient
+
+from unitrefine.study import budget, retry_history
+
+TrialState = optuna.trial.TrialState
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """One throwaway PostgreSQL server for this module's tests."""
+    with postgres_server() as url:
+        yield url
+
+
+def write_data(root: Path, n_units: int) -> str:
+    """Four recordings (two subjects) under ``root/data``; the Hydra override listing them."""
+    items = []
+    for i in range(4):
+        write_recording(root / "data" / f"rec{i}", n_units=n_units, seed=200 + i)
+        items.append(f"{{id:rec{i},subject:s{i // 2},metrics:'data/rec{i}/quality_metrics.csv',"
+                     f"labels:'data/rec{i}/cluster_group.tsv'}}")
+    return "dataset.recordings=[" + ",".join(items) + "]"
+
+
+def command(root: Path, recordings: str, n_trials: int, *extra: str) -> list[str]:
+    """The training command on the tiny data, with outputs under ``root``.
+
+    Random forests get a continuous ``max_features`` and logistic regression has a continuous ``C``, so two
+    trials with equal parameters can only come from one trial run twice.
+    """
+    return [
+        sys.executable, "-m", "unitrefine.train", "+experiment=smoke", f"root={root}", recordings,
+        "dataset.name=tiny", "cv.holdout_recordings=[rec3]", "cv.group_by=recording", "cv.n_splits=3",
+        f"search.n_trials={n_trials}", "search.n_jobs=1", "search.n_startup_trials=3", "search.pruner=none",
+        "+search_space.classifier.random_forest.max_features={low:0.2,high:1.0}", *extra,
+    ]
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+
+
+def finish(procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 300) -> list[str]:
+    texts = []
+    for proc, log in zip(procs, logs):
+        proc.wait(timeout=timeout)
+        texts.append(log.read_text(errors="replace"))
+    return texts
+
+
+def journal(path: Path) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """Exactly ``n_trials`` counted trials, nothing running or queued, no trial run twice."""
+    trials = study.get_trials()
+    b = budget(trials, max_retries=3)
+    assert (b.counted, b.running, b.waiting) == (n_trials, 0, 0), [(t.number, t.state.name) for t in trials]
+    counted = [t for t in trials if t.state != TrialState.FAIL or "error" in t.user_attrs]
+    assert len(counted) == n_trials
+    assert len({json.dumps(t.params, sort_keys=True) for t in counted}) == n_trials, "a trial was run twice"
+    assert all(t.user_attrs.get("worker") for t in trials)
+    return trials
+
+
+def check_mlflow(root: Path, trials: list[optuna.trial.FrozenTrial], n_parents: int = 1) -> list:
+    """One nested run per trial (no duplicates) under the study's parent run(s); one registered version."""
+    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == n_parents
+    assert {r.data.tags["mlflow.parentRunId"] for r in nested} <= {p.info.run_id for p in parents}
+    numbers = sorted(int(r.data.tags["optuna.trial_number"]) for r in nested)
+    assert numbers == sorted(t.number for t in trials), "every trial exactly once in MLflow"
+    assert len(client.search_model_versions("name='smoke'")) == 1
+    assert len(list((root / "experiments" / "smoke" / "models").iterdir())) == 1
+    return runs
+
+
+def run_workers(tmp_path: Path, storage: str, n_workers: int, n_trials: int, *extra: str) -> list[str]:
+    recordings = write_data(tmp_path, n_units=150)
+    cmd = command(tmp_path, recordings, n_trials, f"search.storage={storage}", *extra)
+    logs = [tmp_path / f"worker{i}.log" for i in range(n_workers)]
+    procs = [start(cmd, log) for log in logs]
+    texts = finish(procs, logs)
+    for proc, text in zip(procs, texts):
+        assert proc.returncode == 0, text[-3000:]
+    assert sum("this worker exports the model" in t for t in texts) == 1, [t[-800:] for t in texts]
+    return texts
+
+
+def test_three_workers_share_a_journal_file_study(tmp_path: Path) -> None:
+    n_trials = 12
+    path = tmp_path / "study.journal"
+    texts = run_workers(tmp_path, str(path), 3, n_trials)
+    study = optuna.load_study(study_name="smoke", storage=journal(path))
+    trials = check_study(study, n_trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the workers did not run side by side"
+    runs = check_mlflow(tmp_path, trials)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FINISHED" and parent.data.tags["unitrefine.study"] == "smoke"
+    assert sum("nothing to do" in t or "Another worker is exporting" in t or "the last to finish exports" in t
+               for t in texts) == 2
+
+
+def test_three_workers_share_a_postgresql_study(tmp_path: Path, postgres: str) -> None:
+    n_trials = 12
+    url = create_database(postgres, "workers")
+    run_workers(tmp_path, url, 3, n_trials, "search.heartbeat_s=1", "search.grace_period_s=3")
+    study = optuna.load_study(study_name="smoke", storage=url)
+    trials = check_study(study, n_trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the workers did not run side by side"
+    check_mlflow(tmp_path, trials)
+
+
+def wait_for(study_path: Path, proc: subprocess.Popen[bytes], finished: int, timeout: float = 120) -> list:
+    """Poll the journal until ``finished`` trials are counted and one is running; return the trials."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the worker ended before it could be stopped"
+        if study_path.exists():
+            storage = journal(study_path)
+            if storage.get_all_studies():
+                trials = optuna.load_study(study_name="smoke", storage=storage).get_trials()
+                b = budget(trials, max_retries=3)
+                if b.counted >= finished and b.running >= 1:
+                    return trials
+        time.sleep(0.1)
+    raise AssertionError("the search did not get going")
+
+
+def test_sigkill_mid_search_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    n_trials = 10
+    recordings = write_data(tmp_path, n_units=300)
+    cmd = command(tmp_path, recordings, n_trials, "search.n_jobs=2")
+    path = tmp_path / "mlruns" / "optuna" / "smoke.journal"  # the default: next to the MLflow store
+    proc = start(cmd, tmp_path / "first.log")
+    wait_for(path, proc, finished=3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = optuna.load_study(study_name="smoke", storage=journal(path)).get_trials()
+    killed = {t.number for t in before if t.state == TrialState.RUNNING}
+    done_before = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+    assert killed and len(done_before) >= 3
+    assert not (tmp_path / "experiments" / "smoke" / "models").exists()
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming study 'smoke'" in second.stderr
+    study = optuna.load_study(study_name="smoke", storage=journal(path))
+    trials = check_study(study, n_trials)
+    by_number = {t.number: t for t in trials}
+    assert {n: by_number[n].value for n in done_before} == done_before, "a completed trial was lost or changed"
+    for n in killed:
+        assert by_number[n].state == TrialState.FAIL
+        retries = [t for t in trials if retry_history(t)[-1:] == [n]]
+        # The retry keeps what the killed attempt had sampled (maybe nothing yet) and samples the rest.
+        assert len(retries) == 1 and by_number[n].params.items() <= retries[0].params.items()
+    runs = check_mlflow(tmp_path, trials)
+    status = {int(r.data.tags["optuna.trial_number"]): r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert all(status[n] == "KILLED" for n in killed)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FINISHED"
+
+
+def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path) -> None:
+    n_trials = 8
+    recordings = write_data(tmp_path, n_units=300)
+    cmd = command(tmp_path, recordings, n_trials)
+    path = tmp_path / "mlruns" / "optuna" / "smoke.journal"
+    proc = start(cmd, tmp_path / "first.log")
+    wait_for(path, proc, finished=2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    text = (tmp_path / "first.log").read_text()
+    assert proc.returncode == 130, text[-3000:]
+    assert "best so far: trial" in text and "Run the same command again to resume" in text
+    assert "Traceback" not in text
+    models = tmp_path / "experiments" / "smoke" / "models"
+    assert not models.exists() or not any(models.iterdir()), "nothing may be exported, not even partly"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "KILLED"
+    interrupted = [t for t in optuna.load_study(study_name="smoke", storage=journal(path)).get_trials()
+                   if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1
+    nested = {r.data.tags["optuna.trial_number"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert nested[str(interrupted[0].number)].info.status == "KILLED"
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = check_study(optuna.load_study(study_name="smoke", storage=journal(path)), n_trials)
+    runs = check_mlflow(tmp_path, trials)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FINISHED"
