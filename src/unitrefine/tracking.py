@@ -104,7 +104,7 @@ class Tracker:
         return self.parent_id
 
     def attach(self, run_id: str) -> bool:
-        """Log trials under the existing parent run ``run_id`` (marked RUNNING again); False if it is gone."""
+        """Log trials under the existing parent run ``run_id``; False if it is gone."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -114,9 +114,12 @@ class Tracker:
         if run.info.lifecycle_stage != "active" or run.info.experiment_id != self.experiment_id:
             return False
         self.parent_id = run_id
-        if run.info.status != "RUNNING":
-            self.client.update_run(run_id, status="RUNNING")
         return True
+
+    def set_running(self) -> None:
+        """Mark the parent run RUNNING again (a resumed study whose run was KILLED or FINISHED)."""
+        if self.parent_id and self.client.get_run(self.parent_id).info.status != "RUNNING":
+            self.client.update_run(self.parent_id, status="RUNNING")
 
     def end_parent(self, status: str) -> None:
         """Terminate the parent run with ``status`` (``FINISHED``, ``KILLED`` or ``FAILED``)."""
@@ -289,6 +292,9 @@ class NullTracker:
     def attach(self, run_id: str) -> bool:
         """Attach to nothing."""
         return True
+
+    def set_running(self) -> None:
+        """Do nothing."""
 
     def end_parent(self, status: str) -> None:
         """Do nothing."""

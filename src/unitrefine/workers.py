@@ -258,7 +258,8 @@ class Worker:
         ]
         try:
             with lock:
-                self._prepare()
+                if self._prepare().counted < self.n_trials:
+                    self.session.tracker.set_running()
                 self._reconcile()
             for t in threads:
                 t.start()
