@@ -139,8 +139,28 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
             )
     if df.empty:
         raise UnitRefineError(f"The {what} file {path} has a header but no rows.")
+    _check_short_rows(path, sep, df.shape[1], what)
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def _check_short_rows(path: Path, sep: str, n_columns: int, what: str) -> None:
+    """Refuse rows with fewer fields than the header (pandas would fill them with NaN silently).
+
+    A file cut off while it was written or copied ends in such a row; table writers (pandas,
+    SpikeInterface, Phy) always write every delimiter, even around empty values.
+    """
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for line_no, row in enumerate(csv.reader(f, delimiter=sep), start=1):
+            if line_no > 1 and row and len(row) < n_columns:
+                where = "its last line" if not f.read(1) else f"line {line_no}"
+                raise UnitRefineError(
+                    f"The {what} file {path} is malformed: {where} has {len(row)} of the header's {n_columns} "
+                    "fields. Is the file truncated (an interrupted copy or export)? Export it again, or write "
+                    "empty values with their delimiters."
+                )
 
 
 def split_unit_ids(df: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.DataFrame]:
