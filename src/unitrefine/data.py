@@ -1,4 +1,7 @@
-"""Load per-unit metrics and curation labels (CSV mode) into one validated table.
+"""Load per-unit metrics and curation labels into one validated table.
+
+CSV mode reads metrics tables here; analyzer mode (:mod:`unitrefine.analyzers`) reads SortingAnalyzer
+folders and hands their metrics to the same validation (:func:`prepare_recording`, :func:`combine_recordings`).
 
 Every user mistake found here raises :class:`~unitrefine.errors.UnitRefineError` naming the file,
 column or unit, and what to do.
@@ -11,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,12 +52,16 @@ class UnitTable:
         Class names; ``classes[i]`` is the name of code ``i``.
     units : pandas.DataFrame
         ``recording``, ``subject``, ``unit_id`` and the original ``label`` of every row.
+    metric_params : dict or None
+        The SpikeInterface parameters the metrics were computed with, in ``model_info.json``'s
+        ``metric_params`` form (analyzer mode); None when unknown (CSV mode).
     """
 
     X: pd.DataFrame
     y: np.ndarray
     classes: tuple[str, ...]
     units: pd.DataFrame
+    metric_params: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -65,6 +73,7 @@ class UnitTable:
             y=self.y[index],
             classes=self.classes,
             units=self.units.iloc[index].reset_index(drop=True),
+            metric_params=self.metric_params,
         )
 
     def groups(self, by: str | None) -> np.ndarray | None:
@@ -194,7 +203,7 @@ def split_unit_ids(df: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.DataFram
     return ids.reset_index(drop=True), rest.reset_index(drop=True)
 
 
-def _to_numeric(df: pd.DataFrame, ids: pd.Series, path: Path) -> pd.DataFrame:
+def to_numeric(df: pd.DataFrame, ids: pd.Series, path: Path) -> pd.DataFrame:
     """Convert every column to float64, naming the first cell that is not a number."""
     out = {}
     for col in df.columns:
@@ -211,7 +220,7 @@ def _to_numeric(df: pd.DataFrame, ids: pd.Series, path: Path) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index)
 
 
-def _rename_old_metrics(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+def rename_old_metrics(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Map pre-0.103.2 SpikeInterface template-metric names to current ones (flipping signs as needed)."""
     for old, (new, sign) in RENAMED_METRICS.items():
         if old not in df.columns:
@@ -236,8 +245,19 @@ def current_metric_name(name: str) -> str:
     return RENAMED_METRICS[name][0] if name in RENAMED_METRICS else name
 
 
-def _read_labels(path: Path) -> pd.Series:
-    """Read a Phy ``cluster_group.tsv`` or a CSV of unit id + label; return labels indexed by unit id."""
+def read_labels(path: Path) -> pd.Series:
+    """Read a Phy ``cluster_group.tsv`` or a CSV of unit id + label.
+
+    Parameters
+    ----------
+    path : Path
+        The labels file.
+
+    Returns
+    -------
+    pandas.Series
+        Labels (strings) indexed by unit id (strings).
+    """
     df = read_table(path, "labels")
     ids, rest = split_unit_ids(df, path)
     named = [c for c in LABEL_COLUMNS if c in rest.columns]
@@ -281,29 +301,14 @@ def _map_labels(labels: pd.Series, task: TaskConfig, source: str) -> pd.Series:
 
 def _load_recording(rec: RecordingConfig, dataset: DatasetConfig, task: TaskConfig, root: Path) -> pd.DataFrame:
     """One recording's metrics joined with its mapped labels (columns: metrics..., ``__class``, ``__label``)."""
+    assert rec.metrics is not None  # validated with the config
     metrics_path = root / Path(rec.metrics).expanduser()
     df = read_table(metrics_path, "metrics")
     ids, rest = split_unit_ids(df, metrics_path)
     if rec.labels is not None:
         labels_path = root / Path(rec.labels).expanduser()
-        labels = _read_labels(labels_path)
-        source = str(labels_path)
-        unknown_units = sorted(set(labels.index) - set(ids))
-        if unknown_units:
-            raise UnitRefineError(
-                f"{labels_path}: labels for units {_listed(unknown_units)} that are not in {metrics_path}. "
-                "Are the labels and metrics from the same sorting?"
-            )
-        unlabelled = ~ids.isin(labels.index)
-        if unlabelled.any():
-            log.warning(
-                "%s: %d of %d units have no label in %s and are dropped (e.g. %s).",
-                rec.id, int(unlabelled.sum()), len(ids), labels_path, _listed(ids[unlabelled].tolist()),
-            )
-        labels = labels.reindex(ids[~unlabelled].to_numpy())
-        keep = (~unlabelled).to_numpy()
-        ids, rest = ids[keep].reset_index(drop=True), rest[keep].reset_index(drop=True)
-    elif dataset.label_column is not None:
+        return prepare_recording(rec.id, ids, rest, read_labels(labels_path), str(labels_path), metrics_path, dataset, task)
+    if dataset.label_column is not None:
         if dataset.label_column not in rest.columns:
             raise UnitRefineError(
                 f"{metrics_path}: no label column '{dataset.label_column}' (dataset.label_column). "
@@ -312,24 +317,77 @@ def _load_recording(rec: RecordingConfig, dataset: DatasetConfig, task: TaskConf
         labels = pd.Series(rest[dataset.label_column].str.strip().to_numpy(), index=ids.to_numpy())
         rest = rest.drop(columns=[dataset.label_column])
         source = f"{metrics_path} column '{dataset.label_column}'"
-    else:
-        raise UnitRefineError(
-            f"Recording '{rec.id}' has no labels: set its 'labels' file or dataset.label_column."
-        )
+        return prepare_recording(rec.id, ids, rest, labels, source, metrics_path, dataset, task, filter_labels=False)
+    raise UnitRefineError(f"Recording '{rec.id}' has no labels: set its 'labels' file or dataset.label_column.")
+
+
+def prepare_recording(
+    rec_id: str,
+    ids: pd.Series,
+    rest: pd.DataFrame,
+    labels: pd.Series,
+    source: str,
+    metrics_path: Path,
+    dataset: DatasetConfig,
+    task: TaskConfig,
+    filter_labels: bool = True,
+) -> pd.DataFrame:
+    """Join one recording's metrics with its labels, map them to classes and select the metric columns.
+
+    Parameters
+    ----------
+    rec_id : str
+        The recording id, for messages.
+    ids : pandas.Series
+        Unit ids (strings), aligned with ``rest``.
+    rest : pandas.DataFrame
+        Metric columns (strings or numbers), one row per unit.
+    labels : pandas.Series
+        Curation labels indexed by unit id.
+    source : str
+        Where the labels come from (a file, a column or a sorting property), for messages.
+    metrics_path : Path
+        Where the metrics come from (a metrics file or an analyzer folder), for messages.
+    dataset, task : DatasetConfig, TaskConfig
+        Feature selection and label mapping.
+    filter_labels : bool
+        Check ``labels`` against ``ids``: labels of unknown units are an error, unlabelled units are dropped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Numeric metrics plus ``__label``, ``__class`` and ``__unit_id``, for the units the task keeps.
+    """
+    if filter_labels:
+        unknown_units = sorted(set(labels.index) - set(ids))
+        if unknown_units:
+            raise UnitRefineError(
+                f"{source}: labels for units {_listed(unknown_units)} that are not in {metrics_path}. "
+                "Are the labels and metrics from the same sorting?"
+            )
+        unlabelled = ~ids.isin(labels.index)
+        if unlabelled.any():
+            log.warning(
+                "%s: %d of %d units have no label in %s and are dropped (e.g. %s).",
+                rec_id, int(unlabelled.sum()), len(ids), source, _listed(ids[unlabelled].tolist()),
+            )
+        labels = labels.reindex(ids[~unlabelled].to_numpy())
+        keep = (~unlabelled).to_numpy()
+        ids, rest = ids[keep].reset_index(drop=True), rest[keep].reset_index(drop=True)
     mapped = _map_labels(labels, task, source)
     excluded = _with_old_names(dataset.exclude_metrics)
     drop_cols = [c for c in rest.columns if c in excluded or c == dataset.label_column]
     if dataset.metric_names is not None:
         wanted = _with_old_names(dataset.metric_names)
         drop_cols += [c for c in rest.columns if c not in wanted]
-    values = _to_numeric(rest.drop(columns=drop_cols), ids, metrics_path)
-    values = _rename_old_metrics(values, metrics_path)
+    values = to_numeric(rest.drop(columns=drop_cols), ids, metrics_path)
+    values = rename_old_metrics(values, metrics_path)
     values["__label"] = labels.to_numpy()
     values["__class"] = mapped.to_numpy()
     values["__unit_id"] = ids.to_numpy()
     kept = values["__class"].notna().to_numpy()
     if not kept.all():
-        log.info("%s: %d units whose label the task drops are left out.", rec.id, int((~kept).sum()))
+        log.info("%s: %d units whose label the task drops are left out.", rec_id, int((~kept).sum()))
     return values[kept].reset_index(drop=True)
 
 
@@ -355,6 +413,19 @@ def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTa
     UnitRefineError
         For any problem with the files or their contents.
     """
+    dataset = check_dataset(dataset, task)
+    frames = {rec.id: _load_recording(rec, dataset, task, root) for rec in dataset.recordings}
+    return combine_recordings(frames, dataset, task)
+
+
+def check_dataset(dataset: DatasetConfig, task: TaskConfig) -> DatasetConfig:
+    """Checks before any file is read; returns ``dataset`` with old metric names in ``metric_names`` mapped.
+
+    Raises
+    ------
+    UnitRefineError
+        A task mapping to unknown classes, or duplicate recording ids.
+    """
     bad_targets = sorted({str(v) for v in task.mapping.values() if v is not None} - set(task.classes))
     if bad_targets:
         raise UnitRefineError(f"task.mapping maps to {bad_targets}, which are not in task.classes {list(task.classes)}.")
@@ -368,7 +439,23 @@ def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTa
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise UnitRefineError(f"Recording ids {dup} appear more than once in dataset '{dataset.name}'. Give each its own id.")
-    frames = {rec.id: _load_recording(rec, dataset, task, root) for rec in dataset.recordings}
+    return dataset
+
+
+def combine_recordings(frames: dict[str, pd.DataFrame], dataset: DatasetConfig, task: TaskConfig) -> UnitTable:
+    """Stack prepared recordings (see :func:`prepare_recording`) into one validated :class:`UnitTable`.
+
+    Parameters
+    ----------
+    frames : dict of str to pandas.DataFrame
+        Recording id -> its prepared rows.
+    dataset, task : DatasetConfig, TaskConfig
+        Feature selection (already checked by :func:`check_dataset`) and classes.
+
+    Returns
+    -------
+    UnitTable
+    """
     per_rec = {rid: [c for c in f.columns if not c.startswith("__")] for rid, f in frames.items()}
     if dataset.metric_names is not None:
         features = list(dataset.metric_names)

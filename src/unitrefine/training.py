@@ -342,7 +342,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         exported = fit_model(table) if fit_table is table else model_on_train
         board = leaderboard(study, space)
         model_info = {
-            "metric_params": metric_params_for(table.X.columns),
+            "metric_params": table.metric_params if table.metric_params is not None else metric_params_for(table.X.columns),
             "requirements": versions,
             "label_conversion": {str(i): c for i, c in enumerate(table.classes)},
             "task": {"name": cfg.task.name, "classes": list(table.classes), "mapping": dict(cfg.task.mapping)},
