@@ -66,3 +66,89 @@ def make_config(tmp_path: Path, recordings: list[dict[str, str]], overrides: lis
     for dotted, value in changes.items():
         OmegaConf.update(cfg, dotted.replace("__", "."), value, merge=False)
     return validate_config(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Analyzer mode: tiny generated SortingAnalyzers (unitrefine.synthetic), made once per session
+# --------------------------------------------------------------------------------------------------
+
+#: 10 units (5 good, 2 mua, 3 noise) per 60 s, 8-channel recording: about a second each to make.
+TINY_GENERATE = {"duration_s": 60.0, "num_channels": 8, "num_units": 8, "n_merged": 1, "n_contaminated": 1, "n_noise": 3}
+TINY_QUALITY = ["num_spikes", "firing_rate", "presence_ratio", "snr", "isi_violation", "firing_range", "amplitude_cv",
+                "amplitude_median", "noise_cutoff"]
+TINY_TEMPLATE = ["peak_to_trough_duration", "half_width", "repolarization_slope", "recovery_slope",
+                 "waveform_baseline_flatness"]
+#: Extensions the metrics above depend on; they need the recording, which a generated analyzer does not keep.
+BASE_EXTENSIONS = ["random_spikes", "templates", "noise_levels", "spike_amplitudes"]
+N_BANK = 6
+
+
+@pytest.fixture(scope="session")
+def synthetic_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six tiny generated recordings r0..r5 (analyzer + cluster_group.tsv), with extensions but no metrics.
+
+    Read-only: tests that change an analyzer work on a copy (:func:`copy_recordings`).
+    """
+    from unitrefine.config import GenerateConfig
+    from unitrefine.synthetic import make_units, write_recording
+
+    root = tmp_path_factory.mktemp("synthetic_bank")
+    gen = GenerateConfig(**TINY_GENERATE)
+    for i in range(N_BANK):
+        recording, sorting, labels = make_units(gen, [7, i])
+        write_recording(root / f"r{i}", "analyzer", "cluster_group.tsv", recording, sorting, labels, BASE_EXTENSIONS, {})
+    return root
+
+
+def copy_recordings(bank: Path, dest: Path, indices: list[int]) -> list[Path]:
+    """Copy recordings of the bank to ``dest``; returns their folders (each holds ``analyzer/`` and the labels)."""
+    import shutil
+
+    out = []
+    for i in indices:
+        target = dest / f"r{i}"
+        if not target.exists():
+            shutil.copytree(bank / f"r{i}", target)
+        out.append(target)
+    return out
+
+
+def analyzer_dataset(folders: list[Path], **changes: Any) -> dict[str, Any]:
+    """An analyzer-mode dataset over ``folders`` computing the tiny metric lists."""
+    dataset: dict[str, Any] = {
+        "name": "tiny_analyzers",
+        "mode": "analyzers",
+        "recordings": [
+            {"id": f.name, "analyzer": str(f / "analyzer"), "labels": str(f / "cluster_group.tsv")} for f in folders
+        ],
+        "compute": {
+            "quality_metrics": {"metric_names": TINY_QUALITY, "metric_params": {"presence_ratio": {"bin_duration_s": 10}}},
+            "template_metrics": {"metric_names": TINY_TEMPLATE},
+        },
+    }
+    dataset.update(changes)
+    return dataset
+
+
+def make_analyzer_config(tmp_path: Path, dataset: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """The smoke experiment on an analyzer-mode dataset, tracking off, writing under tmp_path."""
+    cfg: DictConfig = compose_config(
+        ["+experiment=smoke", f"root={tmp_path}", "tracking.enabled=false", "search.n_trials=2", "search.n_jobs=1",
+         "cv.holdout_recordings=[]", "cv.n_holdout_recordings=0", "cv.group_by=null", *(overrides or [])]
+    )
+    cfg.dataset = OmegaConf.create(dataset)
+    return validate_config(cfg)
+
+
+@pytest.fixture(scope="session")
+def synthetic_models(tmp_path_factory: pytest.TempPathFactory, synthetic_bank: Path) -> dict[str, Path]:
+    """Model folders trained in analyzer mode on copies of r0..r3: three_class, noise_vs_neural and sua_vs_mua."""
+    from unitrefine.training import train
+
+    root = tmp_path_factory.mktemp("synthetic_models")
+    folders = copy_recordings(synthetic_bank, root / "data", [0, 1, 2, 3])
+    out = {}
+    for task in ("three_class", "noise_vs_neural", "sua_vs_mua"):
+        cfg = make_analyzer_config(root, analyzer_dataset(folders), [f"task={task}", f"output.folder={root}/{task}"])
+        out[task] = train(cfg).model_folder
+    return out

@@ -17,12 +17,50 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 @dataclass
 class RecordingConfig:
-    """One recording session: a metrics table, its labels and the ids used to group it."""
+    """One recording session: a metrics table (or a SortingAnalyzer folder), its labels and the ids used to group it."""
 
     id: str = MISSING
-    metrics: str = MISSING
+    metrics: Optional[str] = None
     labels: Optional[str] = None
     subject: Optional[str] = None
+    analyzer: Optional[str] = None
+
+
+@dataclass
+class MetricsConfig:
+    """Analyzer mode: SpikeInterface metrics of one extension to compute where an analyzer lacks them."""
+
+    metric_names: Optional[list[str]] = None
+    metric_params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ComputeConfig:
+    """Analyzer mode: how missing metrics (and the extensions they depend on) are computed."""
+
+    quality_metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    template_metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    pca_metrics: bool = False
+    extensions: dict[str, Any] = field(default_factory=dict)
+    recompute: bool = False
+    save: bool = True
+    n_jobs: int = 1
+
+
+@dataclass
+class GenerateConfig:
+    """Synthetic analyzers made with SpikeInterface's ground-truth generator (``unitrefine.synthetic``)."""
+
+    seed: int = 0
+    duration_s: float = 60.0
+    num_channels: int = 32
+    num_units: int = 20
+    firing_rate_hz: float = 15.0
+    n_merged: int = 3
+    n_contaminated: int = 2
+    contamination: float = 0.5
+    n_noise: int = 6
 
 
 @dataclass
@@ -36,6 +74,10 @@ class DatasetConfig:
     metric_names: Optional[list[str]] = None
     exclude_metrics: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    label_property: Optional[str] = None
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    strict: bool = False
+    generate: Optional[GenerateConfig] = None
 
 
 @dataclass
@@ -238,8 +280,9 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"cv.n_splits must be >= 2 (got {cfg.cv.n_splits})")
     if cfg.cv.group_by not in (None, "recording", "subject"):
         problems.append(f"cv.group_by must be recording, subject or null (got '{cfg.cv.group_by}')")
-    if cfg.dataset.mode != "csv":
-        problems.append(f"dataset.mode '{cfg.dataset.mode}' is not supported; use 'csv'")
+    for name, dataset in (("dataset", cfg.dataset), ("registry.evaluation_dataset", cfg.registry.evaluation_dataset)):
+        if dataset is not None:
+            problems += _dataset_problems(name, dataset)
     if not cfg.dataset.recordings:
         problems.append("dataset.recordings is empty: list at least one recording (id, metrics, labels)")
     if len(cfg.task.classes) < 2 or len(set(cfg.task.classes)) != len(cfg.task.classes):
@@ -251,6 +294,27 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"task.positive_class '{cfg.task.positive_class}' is not in task.classes")
     if problems:
         raise UnitRefineError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _dataset_problems(key: str, dataset: DatasetConfig) -> list[str]:
+    """What a dataset's mode requires of its recordings (CSV: a metrics table; analyzers: an analyzer folder)."""
+    if dataset.mode not in ("csv", "analyzers"):
+        return [f"{key}.mode '{dataset.mode}' is not supported; use 'csv' or 'analyzers'"]
+    problems = []
+    field_name = "metrics" if dataset.mode == "csv" else "analyzer"
+    lacking = [r.id for r in dataset.recordings if getattr(r, field_name) is None]
+    if lacking:
+        problems.append(f"{key}.mode is '{dataset.mode}' but recordings {lacking} have no '{field_name}' path")
+    if dataset.mode == "analyzers":
+        unlabelled = [r.id for r in dataset.recordings if r.labels is None and dataset.label_property is None]
+        if unlabelled:
+            problems.append(
+                f"recordings {unlabelled} of {key} have no labels: give each a 'labels' file, or set "
+                f"{key}.label_property to a sorting property holding the labels (e.g. quality)"
+            )
+        if dataset.compute.n_jobs < 1:
+            problems.append(f"{key}.compute.n_jobs must be >= 1 (got {dataset.compute.n_jobs})")
+    return problems
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

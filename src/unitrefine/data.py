@@ -1,6 +1,6 @@
 """Load per-unit metrics and curation labels into one validated table.
 
-CSV mode reads metrics tables here; analyzer mode (:mod:`unitrefine.analyzers`) reads SortingAnalyzer
+CSV mode reads metrics tables here; analyzer mode (:mod:`unitrefine.analyzer_data`) reads SortingAnalyzer
 folders and hands their metrics to the same validation (:func:`prepare_recording`, :func:`combine_recordings`).
 
 Every user mistake found here raises :class:`~unitrefine.errors.UnitRefineError` naming the file,
@@ -392,7 +392,7 @@ def prepare_recording(
 
 
 def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:
-    """Load and validate every recording of a CSV-mode dataset.
+    """Load and validate every recording of a dataset (CSV mode here, analyzer mode in :mod:`unitrefine.analyzer_data`).
 
     Parameters
     ----------
@@ -413,6 +413,10 @@ def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTa
     UnitRefineError
         For any problem with the files or their contents.
     """
+    if dataset.mode == "analyzers":
+        from unitrefine.analyzer_data import load_analyzer_dataset
+
+        return load_analyzer_dataset(dataset, task, root)
     dataset = check_dataset(dataset, task)
     frames = {rec.id: _load_recording(rec, dataset, task, root) for rec in dataset.recordings}
     return combine_recordings(frames, dataset, task)
