@@ -128,13 +128,22 @@ def load_skops(path: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> Any:
     if untrusted:
         raise UnitRefineError(
             f"{path} contains types that are not on unitrefine's reviewed list: {untrusted}. It was not loaded. "
-            "Only load it if you trust its author and have reviewed these types."
+            "Only if you trust its author and have reviewed these types, trust them explicitly "
+            "(python -m unitrefine.predict ... trust=[...])."
         )
     return sio.load(path, trusted=sorted(trusted))
 
 
-def load_model_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
+def load_model_folder(folder: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> tuple[Any, dict[str, Any]]:
     """Load a model folder (ours or SpikeInterface's) safely.
+
+    Parameters
+    ----------
+    folder : Path
+        Holds exactly one ``.skops`` file and ``model_info.json``.
+    trusted : iterable of str
+        Types trusted beyond skops' defaults: the reviewed :data:`~unitrefine.estimators.TRUSTED_TYPES`,
+        plus whatever a user explicitly chose to trust.
 
     Returns
     -------
@@ -154,7 +163,7 @@ def load_model_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UnitRefineError(f"{info_path} is not valid JSON ({exc}).") from None
-    return load_skops(models[0]), info
+    return load_skops(models[0], trusted), info
 
 
 def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:

@@ -1,0 +1,42 @@
+"""Command line: ``python -m unitrefine.predict model=<folder | models:/name@alias> data=<...> output=<csv>``.
+
+``data`` is a metrics CSV, a folder of them, or a SortingAnalyzer folder; ``model=[a,b]`` runs a cascade
+(noise vs neural, then SUA vs MUA). Options are in ``conf/predict.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As in unitrefine.train: one thread per fit, and MLflow's start-up chatter kept out of the output.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a registered model's download
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from unitrefine.config import CONF_DIR  # noqa: E402
+from unitrefine.errors import UnitRefineError  # noqa: E402
+
+log = logging.getLogger("unitrefine")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Validate the options and predict; user errors end with a message and exit status 2."""
+    from unitrefine.prediction import parse_predict_config, predict
+
+    try:
+        predict(parse_predict_config(cfg))
+    except UnitRefineError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

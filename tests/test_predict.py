@@ -1,0 +1,42 @@
+"""``python -m unitrefine.predict`` as users run it: a real subprocess, real Hydra, exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from conftest import copy_recordings
+
+
+def run_predict(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "unitrefine.predict", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def test_predict_on_an_analyzer_with_relative_paths(tmp_path: Path, synthetic_bank: Path, synthetic_models) -> None:
+    copy_recordings(synthetic_bank, tmp_path, [4])
+    proc = run_predict(f"model={synthetic_models['three_class']}", "data=r4/analyzer", "output=out/predictions.csv",
+                       "phy_folder=r4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Predicted 10 units of 1 recording(s)" in proc.stderr
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(predictions) == 10 and set(predictions["recording"]) == {"analyzer"}  # the folder's name
+    assert (tmp_path / "r4" / "cluster_unitrefine_label.tsv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r4"]  # Hydra wrote nothing into the cwd
+
+
+def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path, synthetic_models) -> None:
+    pd.DataFrame({"cluster_id": [1, 2], "snr": [5.0, 9.0]}).to_csv(tmp_path / "m.csv", index=False)
+    model = f"model={synthetic_models['three_class']}"
+    for args, message in (
+        ([model, "data=m.csv", "output=p.csv"], "m.csv lacks metrics ['num_spikes'"),
+        ([model, "data=nope.csv", "output=p.csv"], "nope.csv does not exist"),
+        (["data=m.csv", "output=p.csv"], "Set model=..."),
+    ):
+        proc = run_predict(*args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "p.csv").exists()

@@ -1,0 +1,246 @@
+"""Applying models (:mod:`unitrefine.prediction`, :mod:`unitrefine.predict_io`, :mod:`unitrefine.registry`).
+
+Real SpikeInterface, skops and MLflow throughout; SpikeInterface's own functions are the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_QUALITY, TINY_TEMPLATE, copy_recordings, make_config
+from spikeinterface.core import load_sorting_analyzer
+from spikeinterface.curation import model_based_label_units
+
+from unitrefine import analyzers as az
+from unitrefine import si_metrics as sm
+from unitrefine.errors import UnitRefineError
+from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.prediction import parse_predict_config, predict
+
+
+def _plain(v: Any) -> Any:
+    return str(v) if isinstance(v, Path) else [_plain(x) for x in v] if isinstance(v, list) else v
+
+
+def run(**options: Any):
+    return predict(parse_predict_config({k: _plain(v) for k, v in options.items()}))
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"unit_id": str, "recording": str})
+
+
+def test_analyzer_predictions_match_spikeinterface_with_enforced_metric_params(
+    tmp_path: Path, synthetic_bank: Path, synthetic_models: dict[str, Path]
+) -> None:
+    """A fresh analyzer without metrics: predict computes them with the model's parameters and saves them, so
+    SpikeInterface's model_based_label_units(enforce_metric_params=True) accepts it and agrees exactly."""
+    folder = copy_recordings(synthetic_bank, tmp_path, [4])[0]
+    (folder / "params.py").write_text("dat_path = 'recording.dat'\n")  # a Phy folder
+    model = synthetic_models["three_class"]
+    run(model=model, data=folder / "analyzer", output=tmp_path / "pred.csv", phy_folder=folder)
+    ours = read(tmp_path / "pred.csv")
+    assert list(ours.columns) == ["recording", "unit_id", "predicted_label", "confidence",
+                                  "probability_good", "probability_mua", "probability_noise"]
+    np.testing.assert_allclose(ours[["probability_good", "probability_mua", "probability_noise"]].sum(axis=1), 1.0)
+    analyzer = load_sorting_analyzer(folder / "analyzer")  # from disk: metrics and properties were saved
+    qm = analyzer.get_extension("quality_metrics").params["metric_params"]
+    assert qm["presence_ratio"]["bin_duration_s"] == 10  # the model's parameter, not SpikeInterface's default
+    assert list(analyzer.get_sorting_property("classifier_label")) == list(ours["predicted_label"])
+    np.testing.assert_allclose(analyzer.get_sorting_property("classifier_probability"), ours["confidence"])
+    si = model_based_label_units(analyzer, model_folder=model, trusted=list(TRUSTED_TYPES), enforce_metric_params=True,
+                                 set_predictions_as_properties=False)
+    assert list(si["prediction"]) == list(ours["predicted_label"])
+    np.testing.assert_allclose(si["probability"].to_numpy(dtype=float), ours["confidence"], rtol=1e-12)
+    truth = pd.read_csv(folder / "cluster_group.tsv", sep="\t", dtype=str).set_index("cluster_id")["group"]
+    assert (ours["predicted_label"].to_numpy() == truth.reindex(ours["unit_id"]).to_numpy()).mean() >= 0.7
+    phy = pd.read_csv(folder / "cluster_unitrefine_label.tsv", sep="\t", dtype={"cluster_id": str})
+    assert list(phy.columns) == ["cluster_id", "unitrefine_label"]
+    assert dict(zip(phy["cluster_id"], phy["unitrefine_label"])) == dict(zip(ours["unit_id"], ours["predicted_label"]))
+    assert (folder / "cluster_unitrefine_probability.tsv").is_file()
+
+
+def test_metrics_computed_with_other_parameters_warn_or_fail_when_strict(
+    tmp_path: Path, synthetic_bank: Path, synthetic_models: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = copy_recordings(synthetic_bank, tmp_path, [5])[0]
+    analyzer = load_sorting_analyzer(folder / "analyzer")
+    analyzer.compute("quality_metrics", metric_names=["presence_ratio"], metric_params={"presence_ratio": {"bin_duration_s": 30}})
+    model = synthetic_models["three_class"]
+    with pytest.raises(UnitRefineError, match=r"other parameters than model .*presence_ratio.*strict=true"):
+        run(model=model, data=folder / "analyzer", output=tmp_path / "pred.csv", strict=True)
+    assert not (tmp_path / "pred.csv").exists()
+    with caplog.at_level(logging.WARNING):
+        run(model=model, data=folder / "analyzer", output=tmp_path / "pred.csv")
+    assert "presence_ratio" in caplog.text and '"bin_duration_s": 30' in caplog.text
+    with pytest.raises(Exception, match="presence_ratio"):  # SpikeInterface's own check agrees
+        model_based_label_units(load_sorting_analyzer(folder / "analyzer"), model_folder=model,
+                                trusted=list(TRUSTED_TYPES), enforce_metric_params=True)
+
+
+def _analyzer_metrics_csv(folder: Path, path: Path) -> pd.DataFrame:
+    metrics = load_sorting_analyzer(folder / "analyzer").get_metrics_extension_data()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics.to_csv(path, index_label="cluster_id")
+    return metrics
+
+
+def test_csv_input_old_metric_names_and_extra_columns(tmp_path: Path, synthetic_bank: Path, synthetic_models) -> None:
+    folder = copy_recordings(synthetic_bank, tmp_path, [4])[0]
+    model = synthetic_models["three_class"]
+    run(model=model, data=folder / "analyzer", output=tmp_path / "from_analyzer.csv", set_properties=False)
+    metrics = _analyzer_metrics_csv(folder, tmp_path / "csvs" / "rec_a.csv")
+    # Old SpikeInterface names (mapped as in training) and a text column the model does not use (ignored):
+    metrics.rename(columns={"peak_to_trough_duration": "peak_to_valley", "trough_half_width": "half_width"}).assign(
+        notes="looks fine").to_csv(tmp_path / "csvs" / "rec_a.csv", index_label="cluster_id")
+    run(model=model, data=tmp_path / "csvs" / "rec_a.csv", output=tmp_path / "from_csv.csv")
+    expected, got = read(tmp_path / "from_analyzer.csv"), read(tmp_path / "from_csv.csv")
+    pd.testing.assert_frame_equal(got.drop(columns="recording"), expected.drop(columns="recording"))
+    # A folder of CSVs: one recording per file, named by the file.
+    metrics.to_csv(tmp_path / "csvs" / "rec_b.csv", index_label="cluster_id")
+    run(model=model, data=tmp_path / "csvs", output=tmp_path / "folder.csv")
+    both = read(tmp_path / "folder.csv")
+    assert list(dict.fromkeys(both["recording"])) == ["rec_a", "rec_b"]
+    assert list(both["predicted_label"]) == 2 * list(expected["predicted_label"])
+
+
+def test_missing_required_metrics_are_listed_with_how_to_compute_them(tmp_path: Path, synthetic_bank: Path, synthetic_models) -> None:
+    folder = copy_recordings(synthetic_bank, tmp_path, [4])[0]
+    model = synthetic_models["three_class"]
+    run(model=model, data=folder / "analyzer", output=tmp_path / "full.csv", set_properties=False)
+    metrics = _analyzer_metrics_csv(folder, tmp_path / "m.csv").drop(columns=["snr", "peak_to_trough_duration"])
+    metrics.to_csv(tmp_path / "m.csv", index_label="cluster_id")
+    with pytest.raises(UnitRefineError) as excinfo:
+        run(model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv")
+    message = str(excinfo.value)
+    assert "lacks metrics ['snr', 'peak_to_trough_duration']" in message
+    assert "analyzer.compute('quality_metrics', metric_names=['snr'])" in message
+    assert "analyzer.compute('template_metrics', metric_names=['peak_to_trough_duration'])" in message
+    assert "impute_missing=[snr,peak_to_trough_duration]" in message
+    assert not (tmp_path / "pred.csv").exists()
+    run(model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv", impute_missing=["snr", "peak_to_trough_duration"])
+    assert len(read(tmp_path / "pred.csv")) == len(read(tmp_path / "full.csv"))
+
+
+def test_a_model_folder_from_spikeinterface_train_model_gives_identical_predictions(tmp_path: Path, synthetic_bank: Path) -> None:
+    from spikeinterface.curation import train_model
+
+    folders = copy_recordings(synthetic_bank, tmp_path, [0, 1, 4])
+    analyzers, labels = [], []
+    for folder in folders:
+        analyzer = az.open_analyzer(folder / "analyzer")
+        az.ensure_metrics(analyzer, {sm.QUALITY: TINY_QUALITY, sm.TEMPLATE: TINY_TEMPLATE}, {}, extensions={},
+                          n_jobs=1, save=True, recompute=False, where=str(folder))
+        truth = pd.read_csv(folder / "cluster_group.tsv", sep="\t", dtype=str).set_index("cluster_id")["group"]
+        analyzers.append(analyzer)
+        labels.append([truth[str(u)] for u in analyzer.unit_ids])
+    si_folder = tmp_path / "si_model"
+    train_model(mode="analyzers", analyzers=analyzers[:2], labels=labels[:2], folder=si_folder,
+                imputation_strategies=["median"], scaling_techniques=["standard_scaler"],
+                classifiers={"RandomForestClassifier": {"n_estimators": [20], "max_depth": [3]}},
+                search_kwargs={"n_iter": 1, "cv": 2}, seed=0, verbose=False)
+    run(model=si_folder, data=folders[2] / "analyzer", output=tmp_path / "pred.csv", set_properties=False)
+    ours = read(tmp_path / "pred.csv")
+    si = model_based_label_units(load_sorting_analyzer(folders[2] / "analyzer"), model_folder=si_folder,
+                                 trusted=list(TRUSTED_TYPES), set_predictions_as_properties=False)
+    assert list(si["prediction"]) == list(ours["predicted_label"])
+    np.testing.assert_allclose(si["probability"].to_numpy(dtype=float), ours["confidence"], rtol=1e-12)
+
+
+def test_two_models_make_the_cascade_of_spikeinterface_unitrefine_label_units(
+    tmp_path: Path, synthetic_bank: Path, synthetic_models: dict[str, Path]
+) -> None:
+    from spikeinterface.curation import unitrefine_label_units
+
+    folder = copy_recordings(synthetic_bank, tmp_path, [4])[0]
+    first, second = synthetic_models["noise_vs_neural"], synthetic_models["sua_vs_mua"]
+    run(model=[first, second], data=folder / "analyzer", output=tmp_path / "pred.csv", set_properties=False)
+    ours = read(tmp_path / "pred.csv")
+    assert set(ours["predicted_label"]) <= {"noise", "sua", "mua"} and "noise" in set(ours["predicted_label"])
+    noise = ours["predicted_label"] == "noise"
+    assert ours.loc[noise, ["probability_mua", "probability_sua"]].isna().all().all()
+    assert ours.loc[~noise, ["probability_mua", "probability_sua"]].notna().all().all()
+    si = unitrefine_label_units(load_sorting_analyzer(folder / "analyzer"), noise_neural_classifier=str(first),
+                                sua_mua_classifier=str(second))
+    assert list(si["unitrefine_label"]) == list(ours["predicted_label"])
+    np.testing.assert_allclose(si["unitrefine_probability"].to_numpy(dtype=float), ours["confidence"], rtol=1e-12)
+    with pytest.raises(UnitRefineError, match=r"first model .* without 'noise'"):
+        run(model=[second, first], data=folder / "analyzer", output=tmp_path / "x.csv")
+
+
+def test_models_with_unreviewed_types_are_refused_unless_trusted_explicitly(tmp_path: Path) -> None:
+    import skops.io as sio
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+
+    from unitrefine.export import dump_model, write_json
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"snr": rng.uniform(1, 20, 40), "firing_rate": rng.uniform(0.1, 30, 40)})
+    y = (X["snr"] > 8).astype(int)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    # A ball tree is not on the reviewed list (a KD tree is).
+    path = dump_model(Pipeline([("clf", KNeighborsClassifier(n_neighbors=3, algorithm="ball_tree"))]).fit(X, y), folder)
+    write_json(folder / "model_info.json", {"metric_params": {}, "requirements": {"spikeinterface": "0.105.3"},
+                                            "label_conversion": {"0": "other", "1": "good"}})
+    X.to_csv(tmp_path / "m.csv", index_label="unit_id")
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    assert untrusted
+    with pytest.raises(UnitRefineError) as excinfo:
+        run(model=folder, data=tmp_path / "m.csv", output=tmp_path / "pred.csv")
+    assert all(t in str(excinfo.value) for t in untrusted) and "trust=[" in str(excinfo.value)
+    assert not (tmp_path / "pred.csv").exists()
+    run(model=folder, data=tmp_path / "m.csv", output=tmp_path / "pred.csv", trust=untrusted)
+    assert read(tmp_path / "pred.csv")["predicted_label"].tolist() == ["good" if v else "other" for v in y]
+
+
+def test_registered_models_are_loaded_by_alias_or_version(tmp_path: Path, tiny_recordings) -> None:
+    from unitrefine.training import train
+
+    result = train(make_config(tmp_path, tiny_recordings, ["search.n_trials=1", "cv.holdout_recordings=[]"]))
+    data = tiny_recordings[0]["metrics"]
+    run(model=result.model_folder, data=data, output=tmp_path / "folder.csv")
+    for spec in ("models:/smoke@challenger", "models:/smoke/1"):
+        run(model=spec, tracking_uri=result.tracking_uri, data=data, output=tmp_path / "registry.csv", overwrite=True)
+        pd.testing.assert_frame_equal(read(tmp_path / "registry.csv"), read(tmp_path / "folder.csv"))
+    for spec, message in (("models:/smoke@champion", "is not in the registry"), ("models:/smoke", "not a registered-model URI")):
+        with pytest.raises(UnitRefineError, match=message):
+            run(model=spec, tracking_uri=result.tracking_uri, data=data, output=tmp_path / "x.csv")
+    with pytest.raises(UnitRefineError, match="No MLflow store"):
+        run(model="models:/smoke@challenger", tracking_uri=f"sqlite:///{tmp_path}/none.db", data=data, output=tmp_path / "x.csv")
+
+
+def test_outputs_and_inputs_are_checked_before_any_work(tmp_path: Path, tiny_recordings, synthetic_models) -> None:
+    model, data = synthetic_models["three_class"], tiny_recordings[0]["metrics"]
+    (tmp_path / "pred.csv").write_text("keep me")
+    with pytest.raises(UnitRefineError, match="already exist.*overwrite=true"):
+        run(model=model, data=data, output=tmp_path / "pred.csv")
+    assert (tmp_path / "pred.csv").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()
+    for bad, message in ((tmp_path / "nope.csv", "does not exist"), (tmp_path / "empty", "holds no metrics tables")):
+        with pytest.raises(UnitRefineError, match=message):
+            run(model=model, data=bad, output=tmp_path / "out.csv")
+    with pytest.raises(UnitRefineError, match="Model folder .* does not exist"):
+        run(model=tmp_path / "no_model", data=data, output=tmp_path / "out.csv")
+    with pytest.raises(UnitRefineError, match="The Phy folder .* does not exist"):
+        run(model=model, data=data, output=tmp_path / "out.csv", phy_folder=tmp_path / "no_phy")
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"data": "x.csv", "output": "y.csv"}, r"Set model=\.\.\."),
+        ({"model": ["a", "b", "c"], "data": "x", "output": "y"}, "one model, or two for the cascade"),
+        ({"model": "a", "data": "x", "output": "y", "thrust": ["t"]}, r"Unknown predict option\(s\) \['thrust'\]"),
+    ],
+)
+def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
+    with pytest.raises(UnitRefineError, match=message):
+        parse_predict_config(options)
