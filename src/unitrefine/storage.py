@@ -387,7 +387,7 @@ def open_storage(search: SearchConfig, spec: str, resolve: Callable[[str], Path]
             db = Path(url.database).expanduser().resolve()
             db.parent.mkdir(parents=True, exist_ok=True)
             lock_dir = db.parent / f"{db.name}.locks"
-            lock_dir.mkdir(exist_ok=True)
+            (lock_dir / "workers").mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 60}}
             engine = None
             init_lock: Lock = FileLock(lock_dir / "init.lock")

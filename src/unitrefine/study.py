@@ -125,7 +125,7 @@ def study_name(storage: optuna.storages.BaseStorage, experiment: str, resume: bo
     """
     pattern = re.compile(re.escape(experiment) + r"(?:#(\d+))?")
     taken = sorted(
-        int(m.group(1) or 1) for s in storage.get_all_studies() if (m := pattern.fullmatch(s.study_name))
+        int(m.group(1) or 1) for name in optuna.get_all_study_names(storage) if (m := pattern.fullmatch(name))
     )
     if not taken:
         return experiment

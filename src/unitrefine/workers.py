@@ -116,7 +116,8 @@ def join_study(
             name = study_name(store.storage, cfg.experiment_name, cfg.search.resume)
             study = create_study(name, cfg.search, cfg.seed, store.storage)
             if check_identity(study, identity, store.label):
-                for trial_params in list(fixed_trials)[: cfg.search.n_trials] if cfg.search.enqueue_defaults else []:
+                queue = cfg.search.enqueue_defaults and not study.get_trials(deepcopy=False)
+                for trial_params in list(fixed_trials)[: cfg.search.n_trials] if queue else []:
                     study.enqueue_trial(dict(trial_params))
                 log.info("Study '%s' created in %s.", name, store.label)
             else:
