@@ -68,7 +68,7 @@ def postgres_server() -> Iterator[str]:
         yield f"postgresql://unitrefine@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=120)
+                       capture_output=True, timeout=120, check=False)
         shutil.rmtree(folder, ignore_errors=True)
 
 

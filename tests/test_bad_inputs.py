@@ -166,7 +166,7 @@ def test_bad_training_input_fails_clearly_and_writes_nothing(
 
 # ------------------------------------------------------------------------------------------ command line
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_command_line_user_errors_exit_2_with_one_message_and_write_nothing(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_spac
 from unitrefine.study import budget, study_identity, trial_counts
 from unitrefine.threshold import Threshold, tune_threshold, with_threshold
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
-from unitrefine.workers import Finalizer, Session, Worker, join_study
+from unitrefine.session import Session, join_study
+from unitrefine.workers import Finalizer, Worker
 
 log = logging.getLogger(__name__)
 
