@@ -1,0 +1,116 @@
+"""The model to export once the search is over: the best trial or an ensemble, with its threshold or calibration."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
+
+from unitrefine.config import TrainConfig
+from unitrefine.data import UnitTable
+from unitrefine.ensemble import Selection, select_ensemble
+from unitrefine.evaluation import make_folds
+from unitrefine.objective import Objective
+from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
+from unitrefine.search_space import PipelineSpec, SearchSpace
+from unitrefine.threshold import Threshold, tune_threshold, with_threshold
+
+log = logging.getLogger(__name__)
+
+
+def fit_spec(spec: PipelineSpec, table: UnitTable, seed: int) -> Any:
+    """Fit the imbalanced-learn pipeline of ``spec`` on ``table``, one thread."""
+    with threadpool_limits(limits=1):
+        return build_pipeline(spec, seed).fit(table.X, table.y)
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """How to build the exported model on any part of the data.
+
+    Attributes
+    ----------
+    specs, weights : dict
+        Trial number -> pipeline and -> soft-voting weight (one entry: the single best trial).
+    selection : Selection or None
+        The ensemble selection that chose them (None when ensembles are off).
+    threshold : Threshold or None
+        The tuned decision threshold of a binary task.
+    cfg : TrainConfig
+        Seed, CV settings and calibration method.
+    """
+
+    specs: dict[int, PipelineSpec]
+    weights: dict[int, int]
+    selection: Selection | None
+    threshold: Threshold | None
+    cfg: TrainConfig
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether several trials vote."""
+        return len(self.weights) > 1
+
+    def fit(self, part: UnitTable) -> Pipeline:
+        """Fit on ``part``: a plain scikit-learn ``Pipeline`` whose ``feature_names_in_`` are the metric names."""
+        seed = self.cfg.seed
+        if self.cfg.calibration.method is not None:
+            return self._calibrated(part)
+        fitted = [(f"trial_{n}", export_pipeline(fit_spec(self.specs[n], part, seed))) for n in self.weights]
+        model = fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(self.weights.values()), part.X, part.y)
+        return model if self.threshold is None else with_threshold(model, self.threshold.value, part.X, part.y)
+
+    def _calibrated(self, part: UnitTable) -> Pipeline:
+        """Refit inside ``CalibratedClassifierCV`` on CV folds of ``part`` (grouped by recording when possible):
+        each fold's model is fitted on the other folds and the calibrator on its predictions."""
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.ensemble import VotingClassifier
+
+        pipes = [(f"trial_{n}", build_pipeline(self.specs[n], self.cfg.seed)) for n in self.weights]
+        model = pipes[0][1] if len(pipes) == 1 else VotingClassifier(pipes, voting="soft", weights=list(self.weights.values()))
+        folds, _ = make_folds(part, self.cfg.cv, self.cfg.seed)
+        calibrated = CalibratedClassifierCV(model, method=self.cfg.calibration.method, cv=folds, ensemble=False)
+        with threadpool_limits(limits=1):
+            return Pipeline([("calibrated", calibrated.fit(part.X, part.y))])
+
+    def describe(self, spec_params: Any) -> dict[str, Any]:
+        """``ensemble`` and ``threshold`` entries of ``model_info.json``."""
+        return {
+            "ensemble": None if not self.is_ensemble else [
+                {"trial": n, "weight": w, "configuration": spec_params(self.specs[n])} for n, w in self.weights.items()
+            ],
+            "threshold": None if self.threshold is None else asdict(self.threshold),
+            "calibration": self.cfg.calibration.method,
+        }
+
+
+def choose_final_model(
+    cfg: TrainConfig, study: optuna.Study, space: SearchSpace, objective: Objective, part: UnitTable
+) -> FinalModel:
+    """Pick the members (best trial, or an ensemble chosen out of fold) and tune the threshold out of fold."""
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial
+    selection = None
+    if cfg.ensemble.rounds > 0:
+        ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
+        selection = select_ensemble(objective.oof, part.y, [t.number for t in ranked[: cfg.ensemble.candidates]],
+                                    cfg.ensemble.rounds)
+        if selection.is_ensemble:
+            log.info("Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",
+                     selection.weights, selection.score, selection.single_trial, selection.single_score)
+        else:
+            log.info("No ensemble beats the best single trial out of fold (%.4f): exporting one model.", selection.score)
+    weights = selection.weights if selection is not None and selection.is_ensemble else {best.number: 1}
+    threshold = None
+    if cfg.threshold.tune:
+        proba = sum(w * objective.oof[n] for n, w in weights.items()) / sum(weights.values())
+        threshold = tune_threshold(part.y, proba[:, 1], cfg.threshold.objective, cfg.threshold.target_precision)
+        log.info("Decision threshold %.3f on P(%s): out-of-fold balanced accuracy %.4f (at 0.5: %.4f), precision %.4f.",
+                 threshold.value, part.classes[1], threshold.oof_balanced_accuracy,
+                 threshold.oof_balanced_accuracy_at_half, threshold.oof_precision)
+    specs = {n: space.spec_from_params(study.trials[n].params) for n in weights}
+    return FinalModel(specs=specs, weights=weights, selection=selection, threshold=threshold, cfg=cfg)
