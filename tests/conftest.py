@@ -46,6 +46,20 @@ def write_recording(
     return {"metrics": str(metrics), "labels": str(labels_path)}
 
 
+def overlapping_recordings(folder: Path, n: int, seed: int, spread: float, n_units: int = 80) -> list[dict[str, str]]:
+    """``n`` recordings ``rec0``.. whose classes overlap (``spread`` > 2): no model is perfect on them."""
+    return [
+        {"id": f"rec{i}", **write_recording(folder / f"rec{i}", n_units=n_units, seed=seed + i, spread=spread)}
+        for i in range(n)
+    ]
+
+
+def features_for(model: Any, metrics_csv: str) -> pd.DataFrame:
+    """A recording's metrics as SpikeInterface feeds them to ``model`` (current names, its columns, float32)."""
+    X = pd.read_csv(metrics_csv).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
+    return X[list(model.feature_names_in_)].astype("float32")
+
+
 @pytest.fixture
 def tiny_recordings(tmp_path: Path) -> list[dict[str, str]]:
     """Four recordings (two subjects) of 60 units each, written under tmp_path/data."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, write_recording
+from conftest import features_for, make_config, overlapping_recordings
 
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
@@ -49,10 +49,7 @@ def test_unreachable_precision_is_a_clear_error() -> None:
 def test_tuned_threshold_ships_in_the_model_and_spikeinterface_uses_it(tmp_path: Path) -> None:
     from spikeinterface.curation import load_model
 
-    recordings = [
-        {"id": f"rec{i}", **write_recording(tmp_path / "d" / f"rec{i}", n_units=80, seed=20 + i, spread=3.0)}
-        for i in range(4)
-    ]
+    recordings = overlapping_recordings(tmp_path / "d", 4, seed=20, spread=3.0)
     cfg = make_config(
         tmp_path, recordings,
         ["search.n_trials=3", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec3]",
@@ -65,8 +62,7 @@ def test_tuned_threshold_ships_in_the_model_and_spikeinterface_uses_it(tmp_path:
     assert "balanced_accuracy_at_threshold_0.5" in info["holdout"]
     model, _ = load_model(model_folder=result.model_folder, trusted=list(TRUSTED_TYPES))
     assert model.named_steps["thresholded"].threshold == pytest.approx(t)
-    X = pd.read_csv(recordings[3]["metrics"]).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
-    X = X[list(model.feature_names_in_)].astype("float32")
+    X = features_for(model, recordings[3]["metrics"])
     p_good = model.predict_proba(X)[:, 1]
     np.testing.assert_array_equal(model.predict(X), (p_good >= t).astype(int))
     held = pd.read_csv(result.model_folder / "holdout_predictions.csv")
@@ -88,13 +84,9 @@ def test_threshold_tuning_needs_a_binary_task(tmp_path: Path, tiny_recordings) -
 def test_calibrated_model_is_one_pipeline_spikeinterface_loads(tmp_path: Path, method: str) -> None:
     """Calibration refits the model inside grouped CV folds; the export stays a loadable sklearn Pipeline."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedGroupKFold
     from spikeinterface.curation import load_model
 
-    recordings = [
-        {"id": f"rec{i}", **write_recording(tmp_path / "d" / f"rec{i}", n_units=80, seed=40 + i, spread=3.0)}
-        for i in range(5)
-    ]
+    recordings = overlapping_recordings(tmp_path / "d", 5, seed=40, spread=3.0)
     cfg = make_config(
         tmp_path, recordings,
         ["search.n_trials=2", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec4]",
@@ -110,8 +102,6 @@ def test_calibrated_model_is_one_pipeline_spikeinterface_loads(tmp_path: Path, m
     assert isinstance(calibrated.cv, list) and len(calibrated.cv) == 3
     for train_idx, valid_idx in calibrated.cv:
         assert not set(recs[train_idx]) & set(recs[valid_idx])
-    X = pd.read_csv(recordings[4]["metrics"]).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
-    X = X[list(model.feature_names_in_)].astype("float32")
+    X = features_for(model, recordings[4]["metrics"])
     held = pd.read_csv(result.model_folder / "holdout_predictions.csv")
     np.testing.assert_allclose(model.predict_proba(X)[:, 1], held["probability_good"], rtol=1e-6)
-    assert StratifiedGroupKFold  # (the folds above come from make_folds, which uses it)

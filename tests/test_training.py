@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, write_recording
+from conftest import features_for, make_config, overlapping_recordings
 from mlflow.tracking import MlflowClient
 
 from unitrefine.errors import UnitRefineError
@@ -74,9 +74,7 @@ def test_spikeinterface_loads_the_folder_and_predicts_like_us(smoke_result, tiny
     ours, info = load_model_folder(folder)
     assert si_info["label_conversion"] == info["label_conversion"]
     held = pd.read_csv(folder / "holdout_predictions.csv")
-    X = pd.read_csv(tiny_recordings[3]["metrics"])
-    X = X.rename(columns={"peak_to_valley": "peak_to_trough_duration"})[list(si_model.feature_names_in_)]
-    X = X.astype("float32")
+    X = features_for(si_model, tiny_recordings[3]["metrics"])
     si_proba = si_model.predict_proba(X)
     np.testing.assert_allclose(si_proba, ours.predict_proba(X))
     np.testing.assert_allclose(si_proba[:, 1], held["probability_good"], rtol=1e-6)
@@ -158,10 +156,7 @@ def test_ensemble_export_is_one_pipeline_that_spikeinterface_loads(tmp_path: Pat
     from sklearn.pipeline import Pipeline
     from spikeinterface.curation import load_model
 
-    recordings = [
-        {"id": f"rec{i}", **write_recording(tmp_path / "hard" / f"rec{i}", n_units=80, seed=7 + i, spread=4.0)}
-        for i in range(4)
-    ]
+    recordings = overlapping_recordings(tmp_path / "hard", 4, seed=7, spread=4.0)
     cfg = make_config(
         tmp_path, recordings,
         ["search.n_trials=8", "search.n_jobs=1", "cv.n_splits=3", "cv.holdout_recordings=[rec3]",
@@ -171,8 +166,7 @@ def test_ensemble_export_is_one_pipeline_that_spikeinterface_loads(tmp_path: Pat
     info = json.loads((result.model_folder / "model_info.json").read_text())
     si_model, _ = load_model(model_folder=result.model_folder, trusted=list(TRUSTED_TYPES))
     assert isinstance(si_model, Pipeline)
-    X = pd.read_csv(recordings[3]["metrics"]).rename(columns={"peak_to_valley": "peak_to_trough_duration"})
-    X = X[list(si_model.feature_names_in_)].astype("float32")
+    X = features_for(si_model, recordings[3]["metrics"])
     held = pd.read_csv(result.model_folder / "holdout_predictions.csv")
     np.testing.assert_allclose(si_model.predict_proba(X)[:, 1], held["probability_good"], rtol=1e-6)
     # On overlapping classes the selection mixes trials; the members and weights are recorded and the

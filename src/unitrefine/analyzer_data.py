@@ -173,6 +173,12 @@ def consistent_params(
     return out
 
 
+def _lacking(columns: dict[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
+    """Recording -> the ``wanted`` metrics its columns lack (recordings lacking none are left out)."""
+    lacking = {rid: [c for c in wanted if c not in cols] for rid, cols in columns.items()}
+    return {rid: cols for rid, cols in lacking.items() if cols}
+
+
 def load_analyzer_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:
     """Load every recording of an analyzer-mode dataset, computing the metrics it lacks.
 
@@ -230,8 +236,7 @@ def load_analyzer_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) 
         params[rec.id] = {ext: az.extension_params(analyzer, ext) for ext in sm.EXTENSIONS}
     columns = {rid: [c for c in f.columns if not c.startswith("__")] for rid, f in frames.items()}
     if skipped_pca:
-        lacking = {rid: [c for c in skipped_pca if c not in cols] for rid, cols in columns.items()}
-        lacking = {rid: cols for rid, cols in lacking.items() if cols}
+        lacking = _lacking(columns, skipped_pca)
         if lacking:
             raise UnitRefineError(
                 f"dataset.metric_names asks for PCA-based metrics that analyzers lack ({lacking}). They are slow "
@@ -239,8 +244,7 @@ def load_analyzer_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) 
             )
     if dataset.strict:
         union = dataset.metric_names or list(dict.fromkeys(c for cols in columns.values() for c in cols))
-        lacking = {rid: [c for c in union if c not in cols] for rid, cols in columns.items()}
-        lacking = {rid: cols for rid, cols in lacking.items() if cols}
+        lacking = _lacking(columns, union)
         if lacking:
             raise UnitRefineError(
                 f"Analyzers hold different metric sets: {lacking} lack metrics others have (dataset.strict is set). "
