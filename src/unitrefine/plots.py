@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+# Draw off-screen (figures are only saved), unless the process has already chosen a backend: a notebook's
+# inline backend (MPLBACKEND, set by the kernel) or pyplot imported by the user. Switching it would stop
+# their plots from showing.
+if not os.environ.get("MPLBACKEND") and "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
