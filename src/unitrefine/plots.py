@@ -34,10 +34,10 @@ def optimization_history(study: optuna.Study, path: Path) -> Path:
     """Score of every completed trial and the best so far."""
     from optuna.visualization.matplotlib import plot_optimization_history
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), plt.rc_context():  # Optuna's plots set a global style: keep it to them
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = plot_optimization_history(study)
-    return _save(ax.figure, path)
+        return _save(ax.figure, path)
 
 
 def param_importances(study: optuna.Study, path: Path) -> Path | None:
@@ -49,15 +49,15 @@ def param_importances(study: optuna.Study, path: Path) -> Path | None:
         log.info("Hyperparameter importance needs at least 3 completed trials (have %d): not drawn.", len(complete))
         return None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), plt.rc_context():  # Optuna's plots set a global style: keep it to them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # PED-ANOVA notes parameters tried in few trials; the plot is still the best summary we have.
             warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
             ax = plot_param_importances(study)
+            return _save(ax.figure, path)
     except (ValueError, RuntimeError) as exc:
         log.warning("Hyperparameter importance could not be computed: %s", exc)
         return None
-    return _save(ax.figure, path)
 
 
 def feature_importances(importances: pd.DataFrame, path: Path, top: int = 25) -> Path:
