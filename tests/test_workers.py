@@ -84,7 +84,9 @@ def check_study(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenT
     counted = [t for t in trials if t.state != TrialState.FAIL or "error" in t.user_attrs]
     assert len(counted) == n_trials
     assert len({json.dumps(t.params, sort_keys=True) for t in counted}) == n_trials, "a trial was run twice"
-    assert all(t.user_attrs.get("worker") for t in trials)
+    # Every trial names its worker, except an interrupted one whose worker was killed between creating it
+    # and naming itself (the storage treats such a trial as orphaned and retries it).
+    assert all(t.user_attrs.get("worker") for t in trials if t.state != TrialState.FAIL or "error" in t.user_attrs)
     return trials
 
 
