@@ -198,5 +198,8 @@ def summary(
     lines.append(f"Model folder: {folder}")
     if run_id:
         lines.append(f"MLflow run: {run_id} (model version {version})")
-        lines.append(f"Open the UI: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000")
+        lines.append(
+            "Open the UI: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
+            f"--backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
+        )
     return "\n".join(lines)
