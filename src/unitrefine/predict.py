@@ -6,13 +6,9 @@
 
 from __future__ import annotations
 
-import os
+from unitrefine.process import prepare_command_process
 
-# As in unitrefine.train: one thread per fit, and MLflow's start-up chatter kept out of the output.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a registered model's download
+prepare_command_process()
 
 import logging  # noqa: E402
 import sys  # noqa: E402

@@ -10,12 +10,9 @@ run; the decision and the previous champion are model-version tags.
 
 from __future__ import annotations
 
-import os
+from unitrefine.process import prepare_command_process
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the versions' model folders
+prepare_command_process()
 
 import datetime as dt  # noqa: E402
 import json  # noqa: E402

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from unitrefine.process import prepare_command_process
 
-# One thread per fit, set before any OpenMP/BLAS library loads: parallelism comes from running trials
-# side by side, and nested threads on 2 cores slow fits a hundredfold.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-# MLflow configures its own log handler; keep its start-up chatter out of the run's output.
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+prepare_command_process()
 
 import logging  # noqa: E402
 import signal  # noqa: E402
