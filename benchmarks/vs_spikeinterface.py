@@ -1,12 +1,18 @@
-"""Held-out balanced accuracy and wall time: unitrefine against SpikeInterface's ``train_model``.
+"""Held-out balanced accuracy, wall time and peak memory: unitrefine against SpikeInterface's ``train_model``.
 
-    python benchmarks/vs_spikeinterface.py --holdout mouse3a_imec0,mouse3b_imec0,mouse3c_imec0 [--task sua_vs_all]
+    python benchmarks/vs_spikeinterface.py [--splits mouse1,mouse3] [--tasks sua_vs_all,noise_vs_neural,three_class]
+                                           [--only spikeinterface|unitrefine] [--parallel 1]
 
-Both are trained on the mouse_v1 recordings minus the held-out ones and scored on the held-out ones.
-SpikeInterface runs with its defaults (4 imputers x 3 scalers x random forest, RandomizedSearchCV 25 x 5-fold,
-its own 80/20 split of the given units); unitrefine runs ``+experiment=mouse_v1`` with the same recordings
-held out. Writes ``benchmarks/results/vs_spikeinterface_<task>_<holdout>.md``. SpikeInterface's trainer
-takes tens of minutes per split on 2 cores; run it on an otherwise idle machine.
+Each split leaves one whole mouse (all its recordings) out of the 9 shipped ``mouse_v1`` recordings; both
+trainers learn from the other recordings and are scored on the left-out ones. SpikeInterface runs with its
+defaults (4 imputers x 3 scalers x random forest, RandomizedSearchCV 25 x 5-fold, its own 80/20 split of
+the given units, ``n_jobs=1``); unitrefine runs the task's experiment (``mouse_v1``, ``mouse_noise_v1``,
+``mouse_3class_v1``, both cores) with the split's recordings excluded (``dataset.exclude_recordings``), exactly
+as a user would, and its exported model is scored on them; the table also shows the estimate for new
+recordings that run printed, to check that it is honest. Every (trainer, task, split) cell runs in its own
+process and is cached as JSON under ``benchmarks/results/vs_spikeinterface/`` (SpikeInterface's trainer takes
+about half an hour per cell on one core), so an interrupted benchmark resumes; delete a JSON to re-measure
+it. The table of all cached cells is written to ``benchmarks/results/vs_spikeinterface.md``.
 """
 
 from __future__ import annotations
@@ -15,18 +21,34 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+CELLS = RESULTS / "vs_spikeinterface"
+EXPERIMENTS = {"sua_vs_all": "mouse_v1", "noise_vs_neural": "mouse_noise_v1", "three_class": "mouse_3class_v1"}
+TRAINERS = ("unitrefine", "spikeinterface")
+INNER_HOLDOUT_IF_SPLIT_IS_MOUSE3 = "mouse1"
 
 
-def spikeinterface_score(holdout: list[str], task: str, tmp: Path) -> tuple[float, dict[str, float], float]:
+def split_recordings(subject: str) -> list[str]:
+    """The shipped recordings of one mouse (``mouse3`` -> mouse3a_imec0, mouse3b_imec0, mouse3c_imec0)."""
+    from unitrefine.config import compose_config, validate_config
+
+    recs = [r.id for r in validate_config(compose_config(["+experiment=mouse_v1"])).dataset.recordings
+            if r.subject == subject]
+    if not recs:
+        raise SystemExit(f"no mouse_v1 recording has subject {subject!r} (conf/dataset/mouse_base.yaml)")
+    return recs
+
+
+def spikeinterface_cell(task: str, holdout: list[str], tmp: Path) -> dict:
     """Train SpikeInterface's default trainer on the other recordings; score it on ``holdout``."""
     from sklearn.metrics import balanced_accuracy_score
     from spikeinterface.curation import train_model
@@ -36,10 +58,11 @@ def spikeinterface_score(holdout: list[str], task: str, tmp: Path) -> tuple[floa
 
     cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "dataset.exclude_metrics=[]"]))
     table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
+    recs = table.units["recording"].to_numpy()
     held = table.units["recording"].isin(holdout).to_numpy()
     paths, labels = [], []
-    for rec in dict.fromkeys(table.units["recording"][~held]):
-        part = table.units["recording"].to_numpy() == rec
+    for rec in dict.fromkeys(recs[~held]):
+        part = recs == rec
         path = tmp / f"{rec}.csv"
         table.X[part].set_index(table.units["unit_id"][part]).to_csv(path)
         paths.append(str(path))
@@ -51,45 +74,124 @@ def spikeinterface_score(holdout: list[str], task: str, tmp: Path) -> tuple[floa
                               metric_names=list(table.X.columns), overwrite=True, seed=42, verbose=False)
     wall = time.perf_counter() - started
     pred = trainer.best_pipeline.predict(table.X[held])
-    y, recs = table.y[held], table.units["recording"].to_numpy()[held]
-    per = {r: float(balanced_accuracy_score(y[recs == r], pred[recs == r])) for r in holdout}
-    return float(balanced_accuracy_score(y, pred)), per, wall
+    y = table.y[held]
+    per = {r: float(balanced_accuracy_score(y[recs[held] == r], pred[recs[held] == r])) for r in holdout}
+    return {"balanced_accuracy": float(balanced_accuracy_score(y, pred)), "per_recording": per, "wall_s": wall,
+            "cores_used": 1}
 
 
-def unitrefine_score(holdout: list[str], task: str, tmp: Path) -> tuple[float, dict[str, float], float]:
-    """Run the mouse_v1 experiment with ``holdout`` held out; its own held-out report."""
-    cmd = [sys.executable, "-m", "unitrefine.train", "+experiment=mouse_v1", f"task={task}",
-           f"cv.holdout_recordings=[{','.join(holdout)}]", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+def unitrefine_cell(task: str, holdout: list[str], tmp: Path) -> dict:
+    """Run the task's experiment without ``holdout`` at all, then score its exported model on ``holdout``.
+
+    This is what a user's run is: the experiment holds out its own recordings (mouse 3; mouse 1 when mouse 3
+    is the split) to print an estimate for new recordings, then refits on everything it was given. The
+    estimate and the score on the left-out mouse, which the run never saw, show whether that estimate is honest.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    from unitrefine.config import compose_config, validate_config
+    from unitrefine.data import load_dataset
+    from unitrefine.export import load_model_folder
+
+    experiment = EXPERIMENTS[task]
+    overrides = [f"+experiment={experiment}", f"dataset.exclude_recordings=[{','.join(holdout)}]"]
+    if set(holdout) & set(validate_config(compose_config([f"+experiment={experiment}"])).cv.holdout_recordings):
+        overrides.append(f"cv.holdout_recordings=[{','.join(split_recordings(INNER_HOLDOUT_IF_SPLIT_IS_MOUSE3))}]")
+    cmd = [sys.executable, "-m", "unitrefine.train", *overrides, f"tracking.uri=sqlite:///{tmp}/mlflow.db",
            f"tracking.artifact_location={tmp.as_uri()}/artifacts", f"output.folder={tmp}/ur_model",
            f"search.storage={tmp}/study.journal"]
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    report = json.loads((tmp / "ur_model" / "model_info.json").read_text())["holdout"]
-    return report["balanced_accuracy"], {r: m["balanced_accuracy"] for r, m in report["per_recording"].items()}, wall
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-5000:])
+        raise SystemExit(f"unitrefine training failed with exit code {proc.returncode}")
+    model, info = load_model_folder(tmp / "ur_model")
+    cfg = validate_config(compose_config([f"+experiment={experiment}"]))
+    table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
+    held = table.units["recording"].isin(holdout).to_numpy()
+    recs, y = table.units["recording"].to_numpy()[held], table.y[held]
+    pred = model.predict(table.X.loc[held, info["features"]])
+    per = {r: float(balanced_accuracy_score(y[recs == r], pred[recs == r])) for r in holdout}
+    return {"balanced_accuracy": float(balanced_accuracy_score(y, pred)), "per_recording": per, "wall_s": wall,
+            "cores_used": 2, "printed_estimate": info["estimate_new_recordings"]["balanced_accuracy"],
+            "estimated_on": info["estimate_new_recordings"]["recordings"]}
+
+
+def run_cell(trainer: str, task: str, split: str) -> dict:
+    """Measure one cell in this process and write its JSON (called through ``--cell``)."""
+    holdout = split_recordings(split)
+    with tempfile.TemporaryDirectory(prefix="unitrefine-vs-si-") as tmp:
+        cell = (unitrefine_cell if trainer == "unitrefine" else spikeinterface_cell)(task, holdout, Path(tmp))
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cell.update(trainer=trainer, task=task, split=split, holdout=holdout, peak_rss_mb=peak / 1024,
+                date=str(dt.date.today()))
+    CELLS.mkdir(parents=True, exist_ok=True)
+    (CELLS / f"{trainer}_{task}_{split}.json").write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
+    return cell
+
+
+def table() -> str:
+    """Markdown of every cached cell: per task, one row per split and the mean over splits."""
+    cells = [json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))]
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    lines = ["# unitrefine vs SpikeInterface `train_model`, leaving one whole mouse out", "",
+             f"Machine: {os.cpu_count()} cores, {mem:.0f} GiB. Balanced accuracy on the left-out mouse's "
+             "recordings (neither trainer saw them); wall time of the whole training; peak resident memory of "
+             "the largest process. SpikeInterface: its defaults (one core); unitrefine: the task's experiment "
+             "(both cores). Regenerate with `python benchmarks/vs_spikeinterface.py`.", ""]
+    for task in EXPERIMENTS:
+        rows = {(c["split"], c["trainer"]): c for c in cells if c["task"] == task}
+        splits = sorted({s for s, _ in rows})
+        if not splits:
+            continue
+        lines += [f"## {task} (`+experiment={EXPERIMENTS[task]}`)", "",
+                  "| left out | unitrefine | its printed estimate | SpikeInterface | unitrefine wall (s) "
+                  "| SpikeInterface wall (s) | unitrefine peak (MB) | SpikeInterface peak (MB) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for split in splits:
+            ur, si = rows.get((split, "unitrefine")), rows.get((split, "spikeinterface"))
+            fmt = lambda c, k, f: format(c[k], f) if c else "—"  # noqa: E731
+            lines.append(f"| {split} ({len((ur or si)['holdout'])} recordings) | {fmt(ur, 'balanced_accuracy', '.3f')} "
+                         f"| {fmt(ur, 'printed_estimate', '.3f')} | {fmt(si, 'balanced_accuracy', '.3f')} "
+                         f"| {fmt(ur, 'wall_s', '.0f')} | {fmt(si, 'wall_s', '.0f')} | {fmt(ur, 'peak_rss_mb', '.0f')} "
+                         f"| {fmt(si, 'peak_rss_mb', '.0f')} |")
+        both = [s for s in splits if (s, "unitrefine") in rows and (s, "spikeinterface") in rows]
+        if len(both) > 1:
+            mean = {(t, k): sum(rows[(s, t)][k] for s in both) / len(both)
+                    for t in TRAINERS for k in ("balanced_accuracy", "wall_s")}
+            gap = sum(abs(rows[(s, "unitrefine")]["printed_estimate"] - rows[(s, "unitrefine")]["balanced_accuracy"])
+                      for s in both) / len(both)
+            lines.append(f"| **mean of {len(both)} splits** | **{mean['unitrefine', 'balanced_accuracy']:.3f}** "
+                         f"| mean abs. error {gap:.3f} | **{mean['spikeinterface', 'balanced_accuracy']:.3f}** "
+                         f"| {mean['unitrefine', 'wall_s']:.0f} | {mean['spikeinterface', 'wall_s']:.0f} | | |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
-    """Run both on one split and write the markdown table."""
+    """Measure the missing cells (each in a fresh process), then rewrite the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--holdout", required=True, help="comma-separated recording ids to hold out")
-    parser.add_argument("--task", default="sua_vs_all")
+    parser.add_argument("--splits", default="mouse1,mouse3", help="comma-separated mice to leave out, one split each")
+    parser.add_argument("--tasks", default=",".join(EXPERIMENTS))
+    parser.add_argument("--only", choices=TRAINERS, help="measure one trainer's cells only")
+    parser.add_argument("--parallel", type=int, default=1, help="cells measured at once (each in its own process)")
+    parser.add_argument("--cell", nargs=3, metavar=("TRAINER", "TASK", "SPLIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    holdout = args.holdout.split(",")
-    with tempfile.TemporaryDirectory(prefix="unitrefine-vs-si-") as tmp:
-        ours = unitrefine_score(holdout, args.task, Path(tmp))
-        theirs = spikeinterface_score(holdout, args.task, Path(tmp))
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    lines = [
-        f"# unitrefine vs SpikeInterface `train_model`: {args.task}, held out {', '.join(holdout)}", "",
-        f"{dt.date.today()}; {os.cpu_count()} cores, {mem:.0f} GiB", "",
-        "| trainer | held-out balanced accuracy | per recording | wall time (s) |", "|---|---|---|---|",
-    ]
-    for name, (ba, per, wall) in (("unitrefine mouse_v1", ours), ("SpikeInterface train_model (defaults)", theirs)):
-        lines.append(f"| {name} | {ba:.4f} | {', '.join(f'{r} {v:.3f}' for r, v in per.items())} | {wall:.0f} |")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"vs_spikeinterface_{args.task}_{'_'.join(holdout)}.md"
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if args.cell:
+        run_cell(*args.cell)
+        return
+    todo = [(t, task, s) for task in args.tasks.split(",") for s in args.splits.split(",")
+            for t in ([args.only] if args.only else TRAINERS) if not (CELLS / f"{t}_{task}_{s}.json").exists()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def measure(cell: tuple[str, str, str]) -> None:
+        subprocess.run([sys.executable, __file__, "--cell", *cell], check=True, env=env)
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        list(pool.map(measure, todo))
+    out = RESULTS / "vs_spikeinterface.md"
+    out.write_text(table(), encoding="utf-8")
     print(out.read_text())
 
 

@@ -30,6 +30,7 @@ def test_smoke_experiment_runs_from_any_directory_and_reports(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Loaded 1158 units from 4 recordings" in proc.stderr
     assert "Held-out recordings: balanced accuracy" in proc.stderr
+    assert "Expected balanced accuracy on new recordings" in proc.stderr
     assert "Top trials" in proc.stderr and "mlflow ui --backend-store-uri" in proc.stderr
     assert (tmp_path / "out" / "model" / "best_model.skops").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # Hydra wrote nothing into the cwd

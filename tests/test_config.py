@@ -32,6 +32,24 @@ def test_mouse_v1_is_sua_vs_all_on_nine_recordings_grouped_with_mouse3_held_out(
     assert cfg.cv.holdout_recordings == ["mouse3a_imec0", "mouse3b_imec0", "mouse3c_imec0"]
 
 
+@pytest.mark.parametrize(("name", "task"), [("mouse_noise_v1", "noise_vs_neural"), ("mouse_3class_v1", "three_class")])
+def test_the_other_mouse_experiments_differ_from_mouse_v1_only_in_task(name: str, task: str) -> None:
+    base = validate_config(compose_config(["+experiment=mouse_v1"]))
+    cfg = validate_config(compose_config([f"+experiment={name}"]))
+    assert cfg.task.name == task and cfg.experiment_name == name
+    assert (cfg.dataset, cfg.cv, cfg.search, cfg.ensemble) == (base.dataset, base.cv, base.search, base.ensemble)
+
+
+def test_exclude_recordings_removes_them_and_rejects_unknown_or_held_out_ids() -> None:
+    cfg = validate_config(compose_config(["+experiment=mouse_v1", "dataset.exclude_recordings=[mouse1a_imec0,mouse1b_imec0]"]))
+    assert [r.id for r in cfg.dataset.recordings] == [
+        "mouse2a_imec0", "mouse2b_imec0", "mouse3a_imec0", "mouse3b_imec0", "mouse3c_imec0", "mouse4_imec0", "mouse4_imec1"]
+    with pytest.raises(UnitRefineError, match=r"names \['mouse9'\], which are not recordings"):
+        validate_config(compose_config(["+experiment=mouse_v1", "dataset.exclude_recordings=[mouse9]"]))
+    with pytest.raises(UnitRefineError, match=r"both excluded from the dataset and held out"):
+        validate_config(compose_config(["+experiment=mouse_v1", "dataset.exclude_recordings=[mouse3a_imec0]"]))
+
+
 def test_keys_other_tooling_relies_on_exist() -> None:
     cfg = validate_config(compose_config(
         ["seed=3", "search.n_trials=7", "search.timeout_s=60", "search.n_jobs=1", "search.storage=sqlite:///x.db",

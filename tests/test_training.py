@@ -38,6 +38,9 @@ def test_model_folder_has_the_spikeinterface_contract_and_the_audit_trail(smoke_
     assert [p.name for p in folder.glob("*.skops")] == ["best_model.skops"]
     info = json.loads((folder / "model_info.json").read_text())
     assert info["label_conversion"] == {"0": "other", "1": "good"}
+    # The estimate for new recordings is the held-out recording's score, not the (selected, optimistic) CV score.
+    assert info["estimate_new_recordings"]["balanced_accuracy"] == result.holdout["balanced_accuracy"]
+    assert info["estimate_new_recordings"]["recordings"] == ["rec3"] and not info["estimate_new_recordings"]["optimistic"]
     assert info["requirements"]["spikeinterface"]
     assert "snr" in info["metric_params"]["quality_metric_params"]["metric_names"]
     assert "peak_to_trough_duration" in info["metric_params"]["template_metric_params"]["metric_names"]

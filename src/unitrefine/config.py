@@ -73,6 +73,7 @@ class DatasetConfig:
     label_column: Optional[str] = None
     metric_names: Optional[list[str]] = None
     exclude_metrics: list[str] = field(default_factory=list)
+    exclude_recordings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     label_property: Optional[str] = None
     compute: ComputeConfig = field(default_factory=ComputeConfig)
@@ -232,7 +233,28 @@ def validate_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         ) from None
     assert isinstance(obj, TrainConfig)
     _check_values(obj)
+    _drop_excluded_recordings(obj)
     return obj
+
+
+def _drop_excluded_recordings(cfg: TrainConfig) -> None:
+    """Remove ``dataset.exclude_recordings`` from the dataset (e.g. to keep a whole animal for a later test)."""
+    excluded = set(cfg.dataset.exclude_recordings)
+    if not excluded:
+        return
+    ids = [r.id for r in cfg.dataset.recordings]
+    problems = []
+    if excluded - set(ids):
+        problems.append(f"dataset.exclude_recordings names {sorted(excluded - set(ids))}, which are not recordings of "
+                        f"the dataset {ids}")
+    if excluded & set(cfg.cv.holdout_recordings):
+        problems.append(f"{sorted(excluded & set(cfg.cv.holdout_recordings))} are both excluded from the dataset and "
+                        "held out (cv.holdout_recordings): choose other held-out recordings")
+    if excluded >= set(ids):
+        problems.append("dataset.exclude_recordings excludes every recording of the dataset")
+    if problems:
+        raise UnitRefineError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+    cfg.dataset.recordings = [r for r in cfg.dataset.recordings if r.id not in excluded]
 
 
 def _check_values(cfg: TrainConfig) -> None:

@@ -21,7 +21,9 @@ from unitrefine.evaluation import make_plan, scorer
 from unitrefine.export import check_output_folder, metric_params_for, package_versions, write_model_folder
 from unitrefine.final_model import FinalModel, choose_final_model, fit_spec
 from unitrefine.objective import Objective
-from unitrefine.report import HeldOut, Progress, evaluate_holdout, leaderboard, spec_params, summary, write_folder
+from unitrefine.report import (
+    HeldOut, Progress, evaluate_holdout, leaderboard, new_recording_estimate, spec_params, summary, write_folder,
+)
 from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
 from unitrefine.session import Session, join_study
 from unitrefine.study import budget, study_identity, trial_counts
@@ -177,6 +179,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             **final.describe(spec_params),
             "cv": {"scoring": cfg.cv.scoring, "best_score": best.value, "n_folds": len(plan.folds), "grouped_by": plan.grouped_by},
             "holdout": None if held is None else held.report,
+            "estimate_new_recordings": new_recording_estimate(
+                None if held is None else held.report, float(best.value), cfg.cv.scoring, counts.get("complete", 0)),
             "trained_on": {
                 "recordings": sorted(set(fitted_on.units["recording"])),
                 "class_counts": fitted_on.class_counts(),
