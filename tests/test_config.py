@@ -69,11 +69,23 @@ def test_keys_other_tooling_relies_on_exist() -> None:
         (["search.pruner=magic"], r"search\.pruner"),
         (["cv.n_splits=1"], r"cv\.n_splits"),
         (["task.positive_class=great"], r"positive_class 'great'"),
+        (["+search.unit_limits.svm=5000"], r"search\.unit_limits\.svm: 'svm' is not a component"),
+        (["search.unit_limits.svc=50"], r"search\.unit_limits\.svc must be null \(no limit\) or at least 100"),
+        (["search.unit_limits.svc=many"], r"search\.unit_limits"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], match: str) -> None:
     with pytest.raises(UnitRefineError, match=match):
         validate_config(compose_config(overrides))
+
+
+def test_unit_limits_default_to_the_documented_values_and_can_be_lifted() -> None:
+    from unitrefine.config import DEFAULT_UNIT_LIMITS
+
+    assert validate_config(compose_config([])).search.unit_limits == DEFAULT_UNIT_LIMITS
+    assert DEFAULT_UNIT_LIMITS["svc"] is not None and DEFAULT_UNIT_LIMITS["knn"] is not None
+    lifted = validate_config(compose_config(["search.unit_limits.svc=null", "+search.unit_limits.xgboost=20000"]))
+    assert lifted.search.unit_limits["svc"] is None and lifted.search.unit_limits["xgboost"] == 20000
 
 
 def test_unknown_experiment_is_a_clear_error() -> None:

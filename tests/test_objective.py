@@ -118,3 +118,49 @@ def test_failing_configuration_fails_the_trial_with_its_reason() -> None:
     study.optimize(Objective(space, X, y, folds, get_scorer("balanced_accuracy"), seed=0), n_trials=2)
     assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
     assert "n_neighbors" in study.trials[0].user_attrs["error"] or "neighbors" in study.trials[0].user_attrs["error"]
+
+
+def test_a_unit_limit_fits_each_fold_on_a_stratified_subsample_and_says_so(caplog) -> None:
+    """With a limit below the folds' training size, every fold's pipeline is fitted on the subsample that
+    fit_positions draws from that fold's training units, and all validation units are scored."""
+    import logging
+
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from unitrefine.pipeline import fit_positions
+
+    rng = np.random.default_rng(2)
+    n = 600
+    X = pd.DataFrame(rng.normal(size=(n, 3)).astype(np.float32), columns=["a", "b", "c"])
+    y = (X["a"] + 1.5 * rng.normal(size=n) > 0.5).astype(np.int64).to_numpy()
+    space = parse_search_space({"imputer": {"median": {}}, "scaler": {"none": {}}, "resampler": {"none": {}},
+                                "classifier": {"logistic_regression": {"C": 0.1}}})
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    score = get_scorer("balanced_accuracy")
+
+    def fold_scores(limits: dict[str, int | None]) -> list[float]:
+        study = optuna.create_study(direction="maximize")
+        study.optimize(Objective(space, X, y, folds, score, seed=0, unit_limits=limits), n_trials=1)
+        return study.best_trial.user_attrs["fold_scores"]
+
+    def expected(limit: int | None) -> list[float]:
+        out = []
+        for tr, va in folds:
+            sub = tr[fit_positions(y[tr], limit, 0)]
+            model = make_pipeline(SimpleImputer(strategy="median"),
+                                  LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000, random_state=0))
+            out.append(score(model.fit(X.iloc[sub], y[sub]), X.iloc[va], y[va]))
+        return out
+
+    with caplog.at_level(logging.INFO, logger="unitrefine.objective"):
+        limited = fold_scores({"logistic_regression": 120})
+    np.testing.assert_allclose(limited, expected(120))
+    assert not np.allclose(limited, expected(None))
+    assert "logistic_regression are fitted on a class-stratified random subsample of 120 of the 400" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unitrefine.objective"):
+        unlimited = fold_scores({"logistic_regression": 400, "svc": 100})
+    np.testing.assert_allclose(unlimited, expected(None))
+    assert "subsample" not in caplog.text

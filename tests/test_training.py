@@ -180,3 +180,29 @@ def test_ensemble_export_is_one_pipeline_that_spikeinterface_loads(tmp_path: Pat
     assert list(vote.weights) == list(result.ensemble.values())
     assert [name for name, _ in vote.estimators] == [f"trial_{n}" for n in result.ensemble]
     assert "best_single_trial_balanced_accuracy" in info["holdout"]
+
+
+def test_a_unit_limit_subsamples_search_and_export_and_is_part_of_the_study_identity(
+    tmp_path: Path, tiny_recordings
+) -> None:
+    from unitrefine.pipeline import fit_positions
+
+    space = {"imputer": {"median": {}}, "scaler": {"standard": {}}, "resampler": {"none": {}},
+             "classifier": {"logistic_regression": {"C": 1.0}}}
+
+    def config(limits: list[str]):
+        return make_config(tmp_path, tiny_recordings, ["search.n_trials=2", "cv.n_splits=3", *limits], search_space=space)
+
+    cfg = config(["+search.unit_limits.logistic_regression=100"])
+    result = train(cfg)
+    info = json.loads((result.model_folder / "model_info.json").read_text())
+    assert info["unit_limits"] == {"logistic_regression": 100}
+    pipeline, _ = load_model_folder(result.model_folder)
+    labels = pd.read_csv(result.model_folder / "labels.csv")
+    assert len(labels) == 240
+    expected = len(fit_positions(labels["class_code"].to_numpy(), 100, cfg.seed))
+    assert pipeline.named_steps["scaler"].n_samples_seen_ == expected <= 101
+    # A limit that binds is part of what the study's scores depend on; one that does not bind is not.
+    with pytest.raises(UnitRefineError, match=r"Cannot resume study 'smoke' .*CV folds or scoring"):
+        train(config(["+search.unit_limits.logistic_regression=150"]))
+    assert train(config(["+search.unit_limits.logistic_regression=100", "search.unit_limits.svc=200"])) is None

@@ -103,9 +103,26 @@ class CVConfig:
     refit_on_all: bool = True
 
 
+#: Components whose fits grow faster than the data (SVC: quadratic; KNN imputation: every unit against every
+#: other) or are slow on hundreds of thousands of units (exact gradient boosting, deep forests, the MLP): a
+#: pipeline holding one is fitted on a class-stratified random subsample of at most this many units, in the
+#: search's CV folds and in the export alike. ``conf/train.yaml`` sets the same defaults (``search.unit_limits``).
+DEFAULT_UNIT_LIMITS: dict[str, Optional[int]] = {
+    "svc": 5000,
+    "knn": 10000,
+    "iterative": 50000,
+    "gradient_boosting": 20000,
+    "random_forest": 30000,
+    "extra_trees": 50000,
+    "mlp": 30000,
+}
+#: The smallest unit limit accepted (below it CV folds of small classes would be too thin to score).
+MIN_UNIT_LIMIT = 100
+
+
 @dataclass
 class SearchConfig:
-    """The Optuna study: budget, parallelism, storage and pruning."""
+    """The Optuna study: budget, parallelism, storage, pruning and the units expensive components are fitted on."""
 
     n_trials: int = 50
     timeout_s: Optional[float] = None
@@ -118,6 +135,7 @@ class SearchConfig:
     pruner: str = "median"
     n_startup_trials: int = 10
     enqueue_defaults: bool = True
+    unit_limits: dict[str, Optional[int]] = field(default_factory=lambda: dict(DEFAULT_UNIT_LIMITS))
 
 
 @dataclass
@@ -275,6 +293,7 @@ def _check_values(cfg: TrainConfig) -> None:
         )
     if cfg.search.max_retries < 0:
         problems.append(f"search.max_retries must be >= 0 (got {cfg.search.max_retries})")
+    problems += _unit_limit_problems(cfg.search.unit_limits)
     if cfg.search.storage is not None:
         from unitrefine.storage import storage_kind
 
@@ -316,6 +335,22 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"task.positive_class '{cfg.task.positive_class}' is not in task.classes")
     if problems:
         raise UnitRefineError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _unit_limit_problems(limits: dict[str, Optional[int]]) -> list[str]:
+    """``search.unit_limits`` must name allowlisted components and give each null or at least MIN_UNIT_LIMIT units."""
+    from unitrefine.estimators import REGISTRY  # sklearn: only when a training config is validated
+
+    names = {name for group in REGISTRY.values() for name, c in group.items() if c.build is not None}
+    problems = [
+        f"search.unit_limits.{name}: '{name}' is not a component; choose from {sorted(names)}"
+        for name in sorted(set(limits) - names)
+    ]
+    problems += [
+        f"search.unit_limits.{name} must be null (no limit) or at least {MIN_UNIT_LIMIT} units (got {value})"
+        for name, value in limits.items() if value is not None and value < MIN_UNIT_LIMIT
+    ]
+    return problems
 
 
 def _dataset_problems(key: str, dataset: DatasetConfig) -> list[str]:

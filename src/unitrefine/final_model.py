@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,17 +16,30 @@ from unitrefine.data import UnitTable
 from unitrefine.ensemble import Selection, select_ensemble
 from unitrefine.evaluation import make_folds
 from unitrefine.objective import Objective
-from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
+from unitrefine.pipeline import build_pipeline, export_pipeline, fit_positions, soft_vote, unit_limit
 from unitrefine.search_space import PipelineSpec, SearchSpace
 from unitrefine.threshold import Threshold, tune_threshold, with_threshold
 
 log = logging.getLogger(__name__)
 
 
-def fit_spec(spec: PipelineSpec, table: UnitTable, seed: int) -> Any:
-    """Fit the imbalanced-learn pipeline of ``spec`` on ``table``, one thread."""
+def limited(table: UnitTable, specs: list[PipelineSpec], limits: Mapping[str, int | None], seed: int) -> UnitTable:
+    """``table``, or the class-stratified random subsample of it that pipelines of ``specs`` are fitted on
+    (the smallest ``search.unit_limits`` among their components), as in the search's CV folds."""
+    found = [lim for spec in specs if (lim := unit_limit(spec, limits)) is not None]
+    if not found or len(table) <= min(lim.units for lim in found):
+        return table
+    limit = min(found, key=lambda lim: lim.units)
+    log.info("Fitting %s on a class-stratified random subsample of %d of %d units (search.unit_limits).",
+             " and ".join(limit.components), limit.units, len(table))
+    return table.subset(fit_positions(table.y, limit.units, seed))
+
+
+def fit_spec(spec: PipelineSpec, table: UnitTable, seed: int, limits: Mapping[str, int | None] | None = None) -> Any:
+    """Fit the imbalanced-learn pipeline of ``spec`` on ``table`` (within ``limits``), one thread."""
+    part = limited(table, [spec], limits or {}, seed)
     with threadpool_limits(limits=1):
-        return build_pipeline(spec, seed).fit(table.X, table.y)
+        return build_pipeline(spec, seed).fit(part.X, part.y)
 
 
 @dataclass(frozen=True)
@@ -60,15 +74,19 @@ class FinalModel:
         seed = self.cfg.seed
         if self.cfg.calibration.method is not None:
             return self._calibrated(part)
-        fitted = [(f"trial_{n}", export_pipeline(fit_spec(self.specs[n], part, seed))) for n in self.weights]
+        limits = self.cfg.search.unit_limits
+        fitted = [(f"trial_{n}", export_pipeline(fit_spec(self.specs[n], part, seed, limits))) for n in self.weights]
         model = fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(self.weights.values()), part.X, part.y)
         return model if self.threshold is None else with_threshold(model, self.threshold.value, part.X, part.y)
 
     def _calibrated(self, part: UnitTable) -> Pipeline:
         """Refit inside ``CalibratedClassifierCV`` on CV folds of ``part`` (grouped by recording when possible):
-        each fold's model is fitted on the other folds and the calibrator on its predictions."""
+        each fold's model is fitted on the other folds and the calibrator on its predictions. Within
+        ``search.unit_limits``, on a subsample of ``part``."""
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.ensemble import VotingClassifier
+
+        part = limited(part, list(self.specs.values()), self.cfg.search.unit_limits, self.cfg.seed)
 
         pipes = [(f"trial_{n}", build_pipeline(self.specs[n], self.cfg.seed)) for n in self.weights]
         model = pipes[0][1] if len(pipes) == 1 else VotingClassifier(pipes, voting="soft", weights=list(self.weights.values()))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from unitrefine.evaluation import Split
-from unitrefine.pipeline import build_pipeline
-from unitrefine.search_space import SearchSpace
+from unitrefine.pipeline import build_pipeline, fit_positions, unit_limit
+from unitrefine.search_space import PipelineSpec, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class Objective:
         ``random_state`` of every seeded step.
     keep_oof : bool
         Keep every completed trial's out-of-fold class probabilities in :attr:`oof` (for ensembles).
+    unit_limits : mapping, optional
+        ``search.unit_limits``: a pipeline holding a limited component is fitted, in each fold, on a
+        class-stratified random subsample of at most that many of the fold's training units (validation
+        units are all scored).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class Objective:
         score: Callable[[Any, pd.DataFrame, np.ndarray], float],
         seed: int,
         keep_oof: bool = False,
+        unit_limits: Mapping[str, int | None] | None = None,
     ) -> None:
         self.space = space
         self.X = X
@@ -61,6 +67,27 @@ class Objective:
         self.seed = seed
         self.keep_oof = keep_oof
         self.oof: dict[int, np.ndarray] = {}
+        self.unit_limits = dict(unit_limits or {})
+        self._announced: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def fit_fold(self, spec: PipelineSpec, train: np.ndarray) -> Any:
+        """Fit the pipeline of ``spec`` on the fold's training positions ``train`` (within the unit limit)."""
+        limit = unit_limit(spec, self.unit_limits)
+        if limit is not None and len(train) > limit.units:
+            self._announce(limit.components, limit.units, len(train))
+            train = train[fit_positions(self.y[train], limit.units, self.seed)]
+        return build_pipeline(spec, self.seed).fit(self.X.iloc[train], self.y[train])
+
+    def _announce(self, components: tuple[str, ...], units: int, available: int) -> None:
+        with self._lock:
+            if components in self._announced:
+                return
+            self._announced.add(components)
+        log.info(
+            "Pipelines with %s are fitted on a class-stratified random subsample of %d of the %d training units of "
+            "each CV fold (search.unit_limits; null for no limit).", " and ".join(components), units, available,
+        )
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Cross-validate the trial's pipeline; prune after any fold the pruner says is hopeless."""
@@ -70,9 +97,8 @@ class Objective:
         # One thread per fit: parallelism comes from running trials side by side.
         with threadpool_limits(limits=1):
             for k, (train, valid) in enumerate(self.folds):
-                model = build_pipeline(spec, self.seed)
                 try:
-                    model.fit(self.X.iloc[train], self.y[train])
+                    model = self.fit_fold(spec, train)
                     scores.append(float(self.score(model, self.X.iloc[valid], self.y[valid])))
                     if oof is not None:
                         oof[valid] = model.predict_proba(self.X.iloc[valid])
@@ -103,6 +129,6 @@ class Objective:
             oof = np.full((len(self.y), int(self.y.max()) + 1), np.nan)
             with threadpool_limits(limits=1):
                 for train, valid in self.folds:
-                    model = build_pipeline(spec, self.seed).fit(self.X.iloc[train], self.y[train])
+                    model = self.fit_fold(spec, train)
                     oof[valid] = model.predict_proba(self.X.iloc[valid])
             self.oof[t.number] = oof

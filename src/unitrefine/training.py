@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import subprocess
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,17 @@ def _make_tracker(cfg: TrainConfig) -> Tracker | NullTracker:
     uri = cfg.tracking.uri or default_tracking_uri(root)
     artifacts = cfg.tracking.artifact_location or (root / "mlruns" / "artifacts" / cfg.experiment_name).resolve().as_uri()
     return Tracker(uri, cfg.experiment_name, artifacts)
+
+
+def space_components(space: SearchSpace) -> list[str]:
+    """Every component a search space may choose."""
+    return [name for choices in space.slots.values() for name in choices]
+
+
+def binding_limits(limits: Mapping[str, int | None], components: Iterable[str], n_units: int) -> dict[str, int]:
+    """The ``search.unit_limits`` of ``components`` below ``n_units``: those that subsample a fit on that many units."""
+    names = set(components)
+    return {k: v for k, v in sorted(limits.items()) if k in names and v is not None and v < n_units}
 
 
 def _model_folder(cfg: TrainConfig, run_id: str | None) -> Path:
@@ -143,9 +155,12 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     run_name = f"{cfg.experiment_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     objective = Objective(
         space, train_part.X, train_part.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
-        keep_oof=cfg.ensemble.rounds > 0 or cfg.threshold.tune,
+        keep_oof=cfg.ensemble.rounds > 0 or cfg.threshold.tune, unit_limits=cfg.search.unit_limits,
     )
-    identity = study_identity(cfg.search_space, train_part.fingerprint(), plan.folds, {"scoring": cfg.cv.scoring}, cfg.seed)
+    # Unit limits change trial scores only where they bind: a study of smaller data keeps its identity.
+    binding = binding_limits(cfg.search.unit_limits, space_components(space), len(train_part))
+    identity = study_identity(cfg.search_space, train_part.fingerprint(), plan.folds,
+                              {"scoring": cfg.cv.scoring, **({"unit_limits": binding} if binding else {})}, cfg.seed)
     session = join_study(cfg, identity, space.fixed_trials(), lambda: _make_tracker(cfg), run_name, tags, config_dict)
     tracker, study = session.tracker, session.study
     finalizer = _search(cfg, session, objective, space)
@@ -163,7 +178,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         model_on_train = final.fit(train_part)
         held = None
         if len(held_part):
-            single = fit_spec(spec, train_part, cfg.seed) if final.is_ensemble else None
+            single = fit_spec(spec, train_part, cfg.seed, cfg.search.unit_limits) if final.is_ensemble else None
             held = evaluate_holdout(model_on_train, held_part, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs, single,
                                     thresholded=final.threshold is not None)
         fitted_on = table if cfg.cv.refit_on_all and len(held_part) else train_part
@@ -186,6 +201,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
                 "class_counts": fitted_on.class_counts(),
                 "dataset_fingerprint": fitted_on.fingerprint(),
             },
+            "unit_limits": binding_limits(cfg.search.unit_limits, [c.name for s in final.specs.values() for c in s.values()],
+                                          len(fitted_on)),
             "seed": cfg.seed,
             "mlflow": {"tracking_uri": getattr(tracker, "uri", None), "run_id": run_id or None},
             "trusted_types": list(TRUSTED_TYPES),
