@@ -164,6 +164,18 @@ def load_model(spec: str, trust: list[str], tracking_uri: str | None, workdir: P
                        _class_names(pipeline, info, spec))
 
 
+def load_models(specs: list[str], trust: list[str], tracking_uri: str | None) -> list[LoadedModel]:
+    """Load each model of ``specs`` with :func:`load_model`; registered models are downloaded to a temporary folder.
+
+    Raises
+    ------
+    UnitRefineError
+        As :func:`load_model`.
+    """
+    with tempfile.TemporaryDirectory(prefix="unitrefine-predict-") as tmp:
+        return [load_model(spec, trust, tracking_uri, Path(tmp) / f"model{i}") for i, spec in enumerate(specs)]
+
+
 def missing_metrics_message(missing: list[str], where: str, model: LoadedModel) -> str:
     """What is missing, and how to compute it with SpikeInterface."""
     wanted, custom = sm.metrics_for_columns(missing)
@@ -310,8 +322,26 @@ def analyzer_metrics(analyzer: Any, models: list[LoadedModel], cfg: PredictConfi
     return az.read_metrics(analyzer)
 
 
-def _predict_source(src: io.Source, models: list[LoadedModel], cfg: PredictConfig) -> tuple[pd.DataFrame, Any]:
-    """Predictions for one input (and its analyzer, or None for a metrics table)."""
+def predict_source(src: io.Source, models: list[LoadedModel], cfg: PredictConfig) -> tuple[pd.DataFrame, Any]:
+    """Predictions for one input, and its opened analyzer (None for a metrics table).
+
+    Parameters
+    ----------
+    src : Source
+        A metrics table or a SortingAnalyzer folder (:func:`unitrefine.predict_io.discover`).
+    models : list of LoadedModel
+        One model, or the two of a cascade.
+    cfg : PredictConfig
+        ``impute_missing``, ``noise_label`` and, for analyzers, ``compute_missing``, ``save_metrics``, ``strict``
+        and ``n_jobs`` (outputs are not used here).
+
+    Returns
+    -------
+    predictions : pandas.DataFrame
+        ``recording, unit_id, predicted_label, confidence, probability_<class>...``.
+    analyzer : SortingAnalyzer or None
+        Free it (``gc.collect()``) once done: analyzers hold reference cycles.
+    """
     where = str(src.path)
     analyzer = None
     if src.kind == "analyzer":
@@ -360,13 +390,12 @@ def predict(cfg: PredictConfig) -> PredictResult:
             raise UnitRefineError(f"phy_folder needs a single recording as data=; {cfg.data} holds {len(sources)}.")
         io.check_phy_folder(phy)
         io.check_writable(io.phy_files(phy), cfg.overwrite)
-    with tempfile.TemporaryDirectory(prefix="unitrefine-predict-") as tmp:
-        models = [load_model(spec, cfg.trust, cfg.tracking_uri, Path(tmp) / f"model{i}") for i, spec in enumerate(cfg.model)]
+    models = load_models(cfg.model, cfg.trust, cfg.tracking_uri)
     if len(models) == 2:
         check_cascade(models[0], models[1], cfg.noise_label)
     tables, analyzers = [], {}
     for src in sources:
-        table, analyzers[src.name] = _predict_source(src, models, cfg)
+        table, analyzers[src.name] = predict_source(src, models, cfg)
         tables.append(table)
     predictions = pd.concat(tables, ignore_index=True)
     io.write_predictions(predictions, output)

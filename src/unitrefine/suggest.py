@@ -1,0 +1,38 @@
+"""Command line: ``python -m unitrefine.suggest model=<folder | models:/name@alias> data=<...> n=<k> output=<csv>``.
+
+Ranks the units a curator should label next (uncertainty sampling, spread across recordings). Options are
+in ``conf/suggest.yaml``; the logic is :mod:`unitrefine.active`.
+"""
+
+from __future__ import annotations
+
+from unitrefine.process import prepare_command_process
+
+prepare_command_process()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from unitrefine.config import CONF_DIR  # noqa: E402
+from unitrefine.errors import UnitRefineError  # noqa: E402
+
+log = logging.getLogger("unitrefine")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="suggest")
+def main(cfg: DictConfig) -> None:
+    """Validate the options and suggest; user errors end with a message and exit status 2."""
+    from unitrefine.active import parse_suggest_config, suggest
+
+    try:
+        suggest(parse_suggest_config(cfg))
+    except UnitRefineError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
