@@ -135,6 +135,8 @@ class SearchConfig:
     pruner: str = "median"
     n_startup_trials: int = 10
     enqueue_defaults: bool = True
+    warm_start: Optional[str] = None
+    warm_start_trials: int = 5
     unit_limits: dict[str, Optional[int]] = field(default_factory=lambda: dict(DEFAULT_UNIT_LIMITS))
 
 
@@ -293,6 +295,8 @@ def _check_values(cfg: TrainConfig) -> None:
         )
     if cfg.search.max_retries < 0:
         problems.append(f"search.max_retries must be >= 0 (got {cfg.search.max_retries})")
+    if cfg.search.warm_start_trials < 1:
+        problems.append(f"search.warm_start_trials must be >= 1 (got {cfg.search.warm_start_trials})")
     problems += _unit_limit_problems(cfg.search.unit_limits)
     if cfg.search.storage is not None:
         from unitrefine.storage import storage_kind

@@ -11,8 +11,9 @@ import optuna
 
 from unitrefine.config import TrainConfig
 from unitrefine.storage import StudyStorage, default_storage, open_storage
-from unitrefine.study import EXPORTED_ATTR, RUN_ATTR, budget, check_identity, create_study, study_name
+from unitrefine.study import EXPORTED_ATTR, IDENTITY, RUN_ATTR, budget, check_identity, create_study, study_name
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+from unitrefine.warm_start import QueuedTrial
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class Session:
 def join_study(
     cfg: TrainConfig,
     identity: Mapping[str, str],
-    fixed_trials: Sequence[Mapping[str, Any]],
+    queued: Sequence[QueuedTrial],
     make_tracker: Callable[[], Tracker | NullTracker],
     run_name: str,
     tags: Mapping[str, str],
@@ -60,8 +61,9 @@ def join_study(
         ``search`` (storage, resume, budget), ``tracking``, ``experiment_name``, ``seed``.
     identity : mapping
         :func:`unitrefine.study.study_identity` of this configuration; a resumed study must match it.
-    fixed_trials : sequence of mapping
-        Parameters queued first in a new study (``search.enqueue_defaults``).
+    queued : sequence of QueuedTrial
+        Trials queued first in a new study, in order (``search.warm_start``, then ``search.enqueue_defaults``:
+        :func:`unitrefine.warm_start.queued_trials`); at most ``search.n_trials`` of them.
     make_tracker : callable
         Creates the MLflow tracker (called under the lock: it may create the MLflow store).
     run_name, tags, params
@@ -80,15 +82,22 @@ def join_study(
         with store.study_lock(cfg.experiment_name):
             name = study_name(store.storage, cfg.experiment_name, cfg.search.resume)
             study = create_study(name, cfg.search, cfg.seed, store.storage)
+            if cfg.search.warm_start and _started_otherwise(study, identity):
+                # Retraining with new labels from a previous model: a new search, beside the one it learns from.
+                fresh = study_name(store.storage, cfg.experiment_name, resume=False)
+                log.info("search.warm_start: study '%s' has other data, space, CV or seed; starting '%s' beside it.",
+                         name, fresh)
+                name, study = fresh, create_study(fresh, cfg.search, cfg.seed, store.storage)
             if check_identity(study, identity, store.label):
-                queue = cfg.search.enqueue_defaults and not study.get_trials(deepcopy=False)
-                for trial_params in list(fixed_trials)[: cfg.search.n_trials] if queue else []:
-                    study.enqueue_trial(dict(trial_params))
+                for q in list(queued)[: cfg.search.n_trials] if not study.get_trials(deepcopy=False) else []:
+                    study.enqueue_trial(dict(q.params), user_attrs=dict(q.user_attrs) or None)
                 log.info("Study '%s' created in %s.", name, store.label)
             else:
                 # Every worker seeds its sampler with the same seed: those joining an existing study (other
                 # workers, resumed runs) would replay the creator's random draws and run trials twice.
                 study.sampler.reseed_rng()
+                if cfg.search.warm_start:
+                    log.info("search.warm_start applies to new studies only: resuming '%s' as it is.", name)
                 b = budget(study.get_trials(deepcopy=False), cfg.search.max_retries)
                 log.info(
                     "Resuming study '%s' in %s: %d of %d trials finished, %d running elsewhere.",
@@ -96,11 +105,19 @@ def join_study(
                 )
             tracker = make_tracker()
             run_id = _parent_run(study, tracker, cfg.search.n_trials, cfg.search.max_retries, run_name,
-                                 {**tags, "unitrefine.study": name, "unitrefine.study_storage": store.label}, params)
+                                 {**tags, "unitrefine.study": name, "unitrefine.study_storage": store.label,
+                                  **({"unitrefine.warm_start": cfg.search.warm_start} if cfg.search.warm_start else {})},
+                                 params)
     except BaseException:
         store.close()
         raise
     return Session(study, store, tracker, run_id, cfg.experiment_name)
+
+
+def _started_otherwise(study: optuna.Study, identity: Mapping[str, str]) -> bool:
+    """Whether ``study`` already records an identity other than ``identity``."""
+    recorded = {k: v for k, v in study.user_attrs.items() if k in IDENTITY}
+    return bool(recorded) and any(recorded.get(k) != identity.get(k) for k in IDENTITY)
 
 
 def _parent_run(

@@ -29,6 +29,7 @@ from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_spac
 from unitrefine.session import Session, join_study
 from unitrefine.study import budget, study_identity, trial_counts
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+from unitrefine.warm_start import queued_trials
 from unitrefine.workers import Finalizer, Worker
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     binding = binding_limits(cfg.search.unit_limits, space_components(space), len(train_part))
     identity = study_identity(cfg.search_space, train_part.fingerprint(), plan.folds,
                               {"scoring": cfg.cv.scoring, **({"unit_limits": binding} if binding else {})}, cfg.seed)
-    session = join_study(cfg, identity, space.fixed_trials(), lambda: _make_tracker(cfg), run_name, tags, config_dict)
+    session = join_study(cfg, identity, queued_trials(cfg, space), lambda: _make_tracker(cfg), run_name, tags, config_dict)
     tracker, study = session.tracker, session.study
     finalizer = _search(cfg, session, objective, space)
     if finalizer is None:
