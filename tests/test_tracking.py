@@ -89,3 +89,72 @@ def test_rest_api_shows_runs_metrics_plots_and_aliases(server) -> None:
     model = get(base, "/api/2.0/mlflow/registered-models/get", name="smoke")["registered_model"]
     aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
     assert aliases == {"challenger": result.model_version, "champion": result.model_version}
+
+
+def finished_trials(n: int) -> Any:
+    import optuna
+
+    study = optuna.create_study(study_name="s", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("fold_scores", [0.5, 0.7])
+        trial.set_user_attr("cv_std", 0.1)
+        return trial.suggest_float("C", 0.1, 10.0)
+
+    study.optimize(objective, n_trials=n)
+    return study
+
+
+def test_trial_runs_written_in_the_background_are_all_there_in_order_before_anything_reads_them(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from unitrefine.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
+    parent = tracker.create_parent("study", {"unitrefine.study": "s"}, {"seed": 1})
+    study = finished_trials(12)
+    for t in study.trials:
+        tracker.log_trial(study, t, {"C": t.params["C"], "classifier": "svc"})
+    # Reading what was logged waits for the writer: nothing queued is missed.
+    assert tracker.logged_trials("s") == set(range(12))
+    tracker.end_parent("FINISHED")
+    client = MlflowClient(uri)
+    runs = client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=100)
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    assert sorted(by_number) == list(range(12))
+    for t in study.trials:
+        run = by_number[t.number]
+        assert run.info.status == "FINISHED" and run.info.run_name == f"trial-{t.number:04d}"
+        assert run.data.params == {"C": str(t.params["C"]), "classifier": "svc"}
+        assert run.data.metrics["cv_score"] == pytest.approx(t.value)
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "cv_fold_score")] == [0.5, 0.7]
+    # Written in the order they finished: creation times follow the trial numbers.
+    created = [by_number[n].info.start_time for n in range(12)]
+    assert created == sorted(created)
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_failed_background_write_is_raised_to_the_search_and_stops_later_writes() -> None:
+    from unitrefine.tracking import RunWriter, TrialRun
+
+    written: list[str] = []
+
+    def write(run: TrialRun) -> None:
+        if run.name == "trial-0001":
+            raise RuntimeError("store unreachable")
+        written.append(run.name)
+
+    writer = RunWriter(write)
+
+    def run(i: int) -> TrialRun:
+        return TrialRun(f"trial-{i:04d}", None, 0, "FINISHED", {}, [], [])
+
+    writer.put(run(0))
+    writer.put(run(1))
+    writer.put(run(2))
+    with pytest.raises(RuntimeError, match="store unreachable"):
+        writer.flush()
+    with pytest.raises(RuntimeError, match="store unreachable"):
+        writer.put(run(3))
+    assert written == ["trial-0000"]

@@ -6,9 +6,11 @@ This is the only module that talks to MLflow.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,70 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class TrialRun:
+    """What one trial's nested run holds, captured when the trial finishes."""
+
+    name: str
+    start_ms: int | None
+    end_ms: int
+    status: str
+    tags: dict[str, str]
+    metrics: list[Metric]
+    params: list[Param]
+
+
+class RunWriter:
+    """Writes trial runs on one background thread, in the order they come, so that trials do not wait on the store.
+
+    A nested run costs three MLflow calls; on a SQLite store each commit waits for the disk (tens of
+    milliseconds), as long as a cheap trial. The writer overlaps that with the next trials. A failed write is
+    kept and raised by the next :meth:`put` or :meth:`flush` (the runs after it are not written), so a broken
+    store still stops the search.
+
+    Parameters
+    ----------
+    write : callable
+        Writes one :class:`TrialRun` (on the writer thread).
+    """
+
+    def __init__(self, write: Callable[[TrialRun], None]) -> None:
+        self._write = write
+        self._queue: queue.Queue[TrialRun] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+        self._error: Exception | None = None
+
+    def put(self, run: TrialRun) -> None:
+        """Queue ``run`` for writing (the writer thread starts with the first run)."""
+        self._raise()
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="unitrefine-mlflow-writer", daemon=True)
+                self._thread.start()
+        self._queue.put(run)
+
+    def flush(self) -> None:
+        """Wait until every queued run is written; raise the error of a failed write."""
+        self._queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _loop(self) -> None:
+        while True:
+            run = self._queue.get()
+            try:
+                if self._error is None:
+                    self._write(run)
+            except Exception as exc:  # kept for the search's thread, which raises it (put/flush)
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+
 class Tracker:
     """Logs a study to MLflow.
 
@@ -73,11 +139,22 @@ class Tracker:
             else self.client.create_experiment(experiment_name, artifact_location=artifact_location)
         )
         self.parent_id: str | None = None
-        self._lock = threading.Lock()
+        self._writer = RunWriter(self._write_trial)
+
+    def flush(self) -> None:
+        """Wait until every trial run :meth:`log_trial` queued is in the store.
+
+        Raises
+        ------
+        Exception
+            The MLflow error of a trial run that could not be written.
+        """
+        self._writer.flush()
 
     @contextmanager
     def parent_run(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
         """Start the study's parent run, or resume ``run_id``; it ends FINISHED, KILLED (Ctrl-C) or FAILED."""
+        self.flush()
         if run_id:
             run = mlflow.start_run(run_id=run_id)
         else:
@@ -122,12 +199,14 @@ class Tracker:
             self.client.update_run(self.parent_id, status="RUNNING")
 
     def end_parent(self, status: str) -> None:
-        """Terminate the parent run with ``status`` (``FINISHED``, ``KILLED`` or ``FAILED``)."""
+        """Terminate the parent run with ``status`` (``FINISHED``, ``KILLED`` or ``FAILED``), its trials written first."""
+        self.flush()
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
 
     def logged_trials(self, study_name: str) -> set[int]:
         """The numbers of the trials of ``study_name`` that have a nested run."""
+        self.flush()
         runs = self.client.search_runs(
             [self.experiment_id], f"tags.`optuna.study` = '{study_name}'", max_results=50000
         )
@@ -135,6 +214,7 @@ class Tracker:
 
     def has_trial_run(self, study_name: str, number: int) -> bool:
         """Whether trial ``number`` of ``study_name`` already has a nested run."""
+        self.flush()
         runs = self.client.search_runs(
             [self.experiment_id],
             f"tags.`optuna.study` = '{study_name}' and tags.`optuna.trial_number` = '{number}'",
@@ -178,7 +258,8 @@ class Tracker:
         """Record one finished trial as a nested run: parameters, fold scores, mean/std, duration and state.
 
         ``status`` overrides the run status the trial's state maps to, and ``error`` its ``error`` tag
-        (interrupted trials: ``KILLED``, and why).
+        (interrupted trials: ``KILLED``, and why). The run is written on a background thread (:class:`RunWriter`):
+        :meth:`flush` waits for it.
         """
         assert self.parent_id is not None
         metrics = []
@@ -199,20 +280,19 @@ class Tracker:
         }
         if "worker" in trial.user_attrs:
             tags["unitrefine.worker"] = str(trial.user_attrs["worker"])
-        if "unitrefine.warm_start" in trial.user_attrs:  # queued from a previous model (search.warm_start)
-            tags["unitrefine.warm_start"] = str(trial.user_attrs["unitrefine.warm_start"])[:5000]
         if error or "error" in trial.user_attrs:
             tags["error"] = error or str(trial.user_attrs["error"])
-        with self._lock:
-            run = self.client.create_run(
-                self.experiment_id, start_time=_ms(trial.datetime_start), tags=tags, run_name=f"trial-{trial.number:04d}"
-            )
-            self.client.log_batch(
-                run.info.run_id,
-                metrics=metrics,
-                params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()],
-            )
-            self.client.set_terminated(run.info.run_id, status or _RUN_STATUS.get(trial.state, "FAILED"), end_time=end)
+        self._writer.put(TrialRun(
+            name=f"trial-{trial.number:04d}", start_ms=_ms(trial.datetime_start), end_ms=end,
+            status=status or _RUN_STATUS.get(trial.state, "FAILED"), tags=tags, metrics=metrics,
+            params=[Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()],
+        ))
+
+    def _write_trial(self, run: TrialRun) -> None:
+        """Create one finished nested run (on the writer thread)."""
+        created = self.client.create_run(self.experiment_id, start_time=run.start_ms, tags=run.tags, run_name=run.name)
+        self.client.log_batch(created.info.run_id, metrics=run.metrics, params=run.params)
+        self.client.set_terminated(created.info.run_id, run.status, end_time=run.end_ms)
 
     def log_model(
         self,
@@ -297,6 +377,9 @@ class NullTracker:
 
     def set_running(self) -> None:
         """Do nothing."""
+
+    def flush(self) -> None:
+        """Nothing is queued."""
 
     def end_parent(self, status: str) -> None:
         """Do nothing."""

@@ -133,7 +133,8 @@ class Worker:
             Optuna (to be retried on resume) and KILLED in MLflow, the best trial so far is reported, and
             the parent run is marked KILLED if no other worker is still running trials.
         """
-        self._deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        self._deadline = None if self.timeout_s is None else started + self.timeout_s
         lock = self.session.store.study_lock(self.session.experiment)
         threads = [
             threading.Thread(target=self._thread_main, args=(lock,), name=f"unitrefine-trials-{i}", daemon=True)
@@ -151,6 +152,9 @@ class Worker:
                 t.join()
             if self._errors:
                 raise self._errors[0]
+            self.session.tracker.flush()  # this worker's trial runs are written in the background
+            log.info("This worker searched for %.1f s (its trials, and their MLflow runs written).",
+                     time.monotonic() - started)
         except KeyboardInterrupt:
             self._stopped_safely("KILLED", "interrupted (Ctrl-C or SIGTERM)")
             raise
@@ -273,6 +277,7 @@ class Worker:
         )
         if b.running == 0:
             self.session.tracker.end_parent(status)
+        self.session.tracker.flush()
 
     def _elect(self, lock: Lock) -> Finalizer | None:
         final = self.session.store.finalize_lock(self.study.study_name)
