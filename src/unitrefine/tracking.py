@@ -280,6 +280,8 @@ class Tracker:
         }
         if "worker" in trial.user_attrs:
             tags["unitrefine.worker"] = str(trial.user_attrs["worker"])
+        if "unitrefine.warm_start" in trial.user_attrs:  # queued from a previous model (search.warm_start)
+            tags["unitrefine.warm_start"] = str(trial.user_attrs["unitrefine.warm_start"])[:5000]
         if error or "error" in trial.user_attrs:
             tags["error"] = error or str(trial.user_attrs["error"])
         self._writer.put(TrialRun(
