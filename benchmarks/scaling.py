@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser.add_argument("--no-target", action="store_true", help="skip the 100k-unit target run")
     parser.add_argument("--target-only", action="store_true", help="only the target run")
     parser.add_argument("--target-units", type=int, default=TARGET_UNITS)
+    parser.add_argument("--target-trials", type=int, default=TARGET_TRIALS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--measure-one", nargs=2, metavar=("DATA", "FAMILY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -305,10 +306,11 @@ def main(argv: list[str] | None = None) -> Path | None:
                       + (f"  {r.get('error')}" if r.get("error") else ""), flush=True)
         target = None
         if not (args.quick or args.no_target):
-            print(f"target run: {args.target_units:,} units, {TARGET_TRIALS} trials ...", flush=True)
-            target = target_run(root, args.seed, TARGET_TRIALS, args.target_units)
+            print(f"target run: {args.target_units:,} units, {args.target_trials} trials ...", flush=True)
+            target = target_run(root, args.seed, args.target_trials, args.target_units)
             print(f"target run: {target['wall_s']:.0f} s, {target['peak_mb']:.0f} MB", flush=True)
-    name = "scaling" + ("_no_limits" if args.no_limits else "") + ("_quick" if args.quick else "")
+    name = "scaling" + ("_no_limits" if args.no_limits else "") + ("_quick" if args.quick else "") \
+        + ("_target" if args.target_only else "")
     command = "python benchmarks/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     return report(results, target, sizes, families, not args.no_limits, machine, command.strip(), name)
 
