@@ -83,9 +83,10 @@ def spikeinterface_cell(task: str, holdout: list[str], tmp: Path) -> dict:
 def unitrefine_cell(task: str, holdout: list[str], tmp: Path) -> dict:
     """Run the task's experiment without ``holdout`` at all, then score its exported model on ``holdout``.
 
-    This is what a user's run is: the experiment holds out its own recordings (mouse 3; mouse 1 when mouse 3
-    is the split) to print an estimate for new recordings, then refits on everything it was given. The
-    estimate and the score on the left-out mouse, which the run never saw, show whether that estimate is honest.
+    This is what a user's run is: the experiment holds out its own recordings from the search (mouse 3; mouse 1
+    when mouse 3 is the split), prints its estimate for new recordings (leave-one-animal-out refits of the
+    exported model over the animals it was given) and exports the model refit on all of them. That estimate and
+    the score on the left-out mouse, which the run never saw, show whether the estimate is honest.
     """
     from sklearn.metrics import balanced_accuracy_score
 
@@ -115,7 +116,8 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path) -> dict:
     per = {r: float(balanced_accuracy_score(y[recs == r], pred[recs == r])) for r in holdout}
     return {"balanced_accuracy": float(balanced_accuracy_score(y, pred)), "per_recording": per, "wall_s": wall,
             "cores_used": 2, "printed_estimate": info["estimate_new_recordings"]["balanced_accuracy"],
-            "estimated_on": info["estimate_new_recordings"]["recordings"]}
+            "estimated_on": list(info["estimate_new_recordings"]["per_group"]),
+            "inner_holdout_balanced_accuracy": info["holdout"]["balanced_accuracy"]}
 
 
 def run_cell(trainer: str, task: str, split: str) -> dict:

@@ -11,9 +11,12 @@ import pytest
 from conftest import features_for, make_config, overlapping_recordings
 from mlflow.tracking import MlflowClient
 
+from unitrefine.data import load_dataset
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.evaluation import balanced_accuracy
 from unitrefine.export import load_model_folder
+from unitrefine.final_model import fit_spec
 from unitrefine.training import train
 
 N_TRIALS = 4
@@ -38,9 +41,16 @@ def test_model_folder_has_the_spikeinterface_contract_and_the_audit_trail(smoke_
     assert [p.name for p in folder.glob("*.skops")] == ["best_model.skops"]
     info = json.loads((folder / "model_info.json").read_text())
     assert info["label_conversion"] == {"0": "other", "1": "good"}
-    # The estimate for new recordings is the held-out recording's score, not the (selected, optimistic) CV score.
-    assert info["estimate_new_recordings"]["balanced_accuracy"] == result.holdout["balanced_accuracy"]
-    assert info["estimate_new_recordings"]["recordings"] == ["rec3"] and not info["estimate_new_recordings"]["optimistic"]
+    # The estimate for new recordings: the exported configuration refit without each recording, scored on it
+    # (two subjects only, so by recording), not the (selected, optimistic) CV score.
+    estimate = info["estimate_new_recordings"]
+    assert estimate["source"] == "leave-one-recording-out refits of the exported model" and not estimate["optimistic"]
+    table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
+    rec0 = (table.units["recording"] == "rec0").to_numpy()
+    refit = fit_spec(result.best_spec, table.subset(np.flatnonzero(~rec0)), cfg.seed)
+    assert estimate["per_group"]["rec0"] == pytest.approx(balanced_accuracy(table.y[rec0], refit.predict(table.X[rec0])))
+    assert sorted(estimate["per_group"]) == ["rec0", "rec1", "rec2", "rec3"]
+    assert estimate["holdout_balanced_accuracy"] == result.holdout["balanced_accuracy"]
     assert info["requirements"]["spikeinterface"]
     assert "snr" in info["metric_params"]["quality_metric_params"]["metric_names"]
     assert "peak_to_trough_duration" in info["metric_params"]["template_metric_params"]["metric_names"]
@@ -60,6 +70,7 @@ def test_model_folder_has_the_spikeinterface_contract_and_the_audit_trail(smoke_
         assert (folder / png).stat().st_size > 1000
     card = (folder / "README.md").read_text()
     assert "rec0, rec1, rec2" in card and "![Per recording](per_recording.png)" in card
+    assert f"Expected balanced accuracy on new recordings: {estimate['balanced_accuracy']:.3f}" in card
     assert all(t in card for t in TRUSTED_TYPES)  # the card shows how to load the model safely
     assert json.loads((folder / "metadata.json").read_text())["species"] == "mouse"
     per_rec = pd.read_csv(folder / "holdout_per_recording.csv")

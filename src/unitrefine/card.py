@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from unitrefine.estimate import describe
+
 _LIMITATIONS = (
     "The model scores the units of a recording from SpikeInterface quality and template metrics alone, one "
     "unit at a time. It was trained on the recordings listed above: probes, brain areas, sorters, metric "
@@ -86,6 +88,9 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any], metadata: d
         f"Search: cross-validated {cv['scoring']} {cv['best_score']:.4f} over {cv['n_folds']} folds "
         f"({'grouped by ' + cv['grouped_by'] if cv['grouped_by'] else 'stratified by unit'})."
     )})
+    estimate = info.get("estimate_new_recordings")
+    if estimate:
+        card.add(**{"Expected on new recordings": describe(estimate)})
     holdout = info.get("holdout")
     if holdout:
         card.add_metrics(

@@ -101,6 +101,7 @@ class CVConfig:
     holdout_recordings: list[str] = field(default_factory=list)
     n_holdout_recordings: int = 0
     refit_on_all: bool = True
+    estimate_new_recordings: bool = True
 
 
 #: Components whose fits grow faster than the data (SVC: quadratic; KNN imputation: every unit against every

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from unitrefine import plots
 from unitrefine.card import write_model_card
 from unitrefine.data import UnitTable
+from unitrefine.estimate import describe
 from unitrefine.evaluation import Plan, balanced_accuracy, holdout_report
 from unitrefine.export import INFO_FILE, dump_model, write_json, write_tables
 from unitrefine.search_space import PipelineSpec, SearchSpace
@@ -175,25 +176,10 @@ def write_folder(
     write_model_card(folder, model, info, metadata)
 
 
-def new_recording_estimate(holdout: dict[str, Any] | None, cv_score: float, scoring: str, n_complete: int) -> dict[str, Any]:
-    """What to expect on recordings the model has never seen, and where the figure comes from.
-
-    The held-out recordings' balanced accuracy when there are any: the search never saw them, so it is an
-    unbiased (slightly pessimistic: the exported model is refit on more data) estimate. Without them only
-    the best CV score is left, which is optimistic: it is the best of ``n_complete`` trials on the same folds.
-    """
-    if holdout:
-        per_rec = [m["balanced_accuracy"] for m in holdout["per_recording"].values()]
-        return {"balanced_accuracy": holdout["balanced_accuracy"], "source": "held-out recordings",
-                "recordings": list(holdout["per_recording"]), "per_recording_min": min(per_rec),
-                "per_recording_max": max(per_rec), "optimistic": False}
-    return {scoring: cv_score, "source": f"best CV score of {n_complete} trials", "optimistic": True}
-
-
 def summary(
     experiment: str, scoring: str, counts: dict[str, int], wall_time_s: float, board: pd.DataFrame,
-    exported: str, holdout: dict[str, Any] | None, folder: Path, run_id: str | None, version: str | None,
-    tracking_uri: str | None,
+    exported: str, holdout: dict[str, Any] | None, estimate: dict[str, Any], folder: Path, run_id: str | None,
+    version: str | None, tracking_uri: str | None,
 ) -> str:
     """The end-of-run summary: top trials, held-out scores, the estimate for new recordings, where to look."""
     top = board[board["state"] == "complete"].head(5)
@@ -206,19 +192,11 @@ def summary(
         f"Exported model: {exported}",
     ]
     if holdout:
-        scores = {r: m["balanced_accuracy"] for r, m in holdout["per_recording"].items()}
-        lines += [
-            f"Held-out recordings: balanced accuracy {holdout['balanced_accuracy']:.4f} "
-            f"({', '.join(f'{r} {v:.3f}' for r, v in scores.items())})",
-            f"Expected balanced accuracy on new recordings: {holdout['balanced_accuracy']:.3f} (the held-out recordings, "
-            f"which the search never saw; single recordings ranged {min(scores.values()):.3f}-"
-            f"{max(scores.values()):.3f}). The CV scores above are optimistic: each is the best of many trials.",
-        ]
+        per_rec = ", ".join(f"{r} {m['balanced_accuracy']:.3f}" for r, m in holdout["per_recording"].items())
+        lines.append(f"Held-out recordings: balanced accuracy {holdout['balanced_accuracy']:.4f} ({per_rec})")
     else:
-        lines.append(
-            "No held-out recordings (cv.holdout_recordings is empty): the only estimate is the best CV score, which "
-            "is optimistic (the best of many trials on the same folds). Hold recordings out for an honest estimate."
-        )
+        lines.append("No held-out recordings (cv.holdout_recordings is empty).")
+    lines.append(describe(estimate))
     lines.append(f"Model folder: {folder}")
     if run_id:
         lines.append(f"MLflow run: {run_id} (model version {version})")

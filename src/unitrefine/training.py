@@ -18,13 +18,12 @@ from unitrefine.config import TrainConfig
 from unitrefine.data import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.estimate import leave_group_out, new_recording_estimate
 from unitrefine.evaluation import make_plan, scorer
 from unitrefine.export import check_output_folder, metric_params_for, package_versions, write_model_folder
 from unitrefine.final_model import FinalModel, choose_final_model, fit_spec
 from unitrefine.objective import Objective
-from unitrefine.report import (
-    HeldOut, Progress, evaluate_holdout, leaderboard, new_recording_estimate, spec_params, summary, write_folder,
-)
+from unitrefine.report import HeldOut, Progress, evaluate_holdout, leaderboard, spec_params, summary, write_folder
 from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
 from unitrefine.session import Session, join_study
 from unitrefine.study import budget, study_identity, trial_counts
@@ -182,6 +181,9 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             single = fit_spec(spec, train_part, cfg.seed, cfg.search.unit_limits) if final.is_ensemble else None
             held = evaluate_holdout(model_on_train, held_part, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs, single,
                                     thresholded=final.threshold is not None)
+        groups = leave_group_out(final.fit, table, cfg.search.n_jobs) if cfg.cv.estimate_new_recordings else None
+        estimate = new_recording_estimate(groups, None if held is None else held.report, float(best.value),
+                                          counts.get("complete", 0))
         fitted_on = table if cfg.cv.refit_on_all and len(held_part) else train_part
         exported = final.fit(table) if fitted_on is table else model_on_train
         board = leaderboard(study, space)
@@ -195,8 +197,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             **final.describe(spec_params),
             "cv": {"scoring": cfg.cv.scoring, "best_score": best.value, "n_folds": len(plan.folds), "grouped_by": plan.grouped_by},
             "holdout": None if held is None else held.report,
-            "estimate_new_recordings": new_recording_estimate(
-                None if held is None else held.report, float(best.value), cfg.cv.scoring, counts.get("complete", 0)),
+            "estimate_new_recordings": estimate,
             "trained_on": {
                 "recordings": sorted(set(fitted_on.units["recording"])),
                 "class_counts": fitted_on.class_counts(),
@@ -214,7 +215,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
                                    plan=plan, board=board, study=study, held=held, metadata=dict(cfg.dataset.metadata)),
             cfg.output.overwrite,
         )
-        version = _track_result(cfg, tracker, final, spec, best, held, counts, exported, table, versions, folder, started)
+        version = _track_result(cfg, tracker, final, spec, best, held, estimate, counts, exported, table, versions, folder,
+                                started)
         finalizer.exported(folder, version)
     result = TrainResult(
         model_folder=folder,
@@ -232,17 +234,19 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     )
     exported_as = f"soft-voting ensemble of trials {result.ensemble} (trial: weight)" if result.ensemble else f"trial {best.number}"
     log.info("%s", summary(cfg.experiment_name, cfg.cv.scoring, counts, result.wall_time_s, board, exported_as,
-                           result.holdout, folder, result.run_id, version, result.tracking_uri))
+                           result.holdout, estimate, folder, result.run_id, version, result.tracking_uri))
     return result
 
 
 def _track_result(
     cfg: TrainConfig, tracker: Tracker | NullTracker, final: FinalModel, spec: PipelineSpec,
-    best: optuna.trial.FrozenTrial, held: HeldOut | None, counts: dict[str, int], exported: Any, table: UnitTable,
+    best: optuna.trial.FrozenTrial, held: HeldOut | None, estimate: dict[str, Any], counts: dict[str, int],
+    exported: Any, table: UnitTable,
     versions: dict[str, str], folder: Path, started: float,
 ) -> str | None:
     """Log the study's results to its parent run, register the model and apply the gate; the version or None."""
-    metrics = {"wall_time_s": time.perf_counter() - started, **{f"n_trials_{k}": v for k, v in counts.items()}}
+    metrics = {"wall_time_s": time.perf_counter() - started, **{f"n_trials_{k}": v for k, v in counts.items()},
+               "expected_balanced_accuracy_new_recordings": estimate["balanced_accuracy"]}
     if final.selection is not None:
         metrics.update(best_single_oof_score=final.selection.single_score, ensemble_oof_score=final.selection.score)
     if final.threshold is not None:

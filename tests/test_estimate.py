@@ -1,0 +1,61 @@
+"""The estimate for new recordings: leave-one-group-out refits, scored on the group left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_recording
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+
+from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
+from unitrefine.data import UnitTable, load_dataset
+from unitrefine.estimate import describe, leave_group_out, new_recording_estimate
+from unitrefine.evaluation import balanced_accuracy
+
+
+def _table(tmp_path: Path, subjects: list[str]) -> UnitTable:
+    recs = []
+    for i, subject in enumerate(subjects):
+        files = write_recording(tmp_path / f"rec{i}", n_units=40, seed=7 + i, spread=2.5)
+        recs.append(RecordingConfig(id=f"rec{i}", subject=subject, **files))
+    task = TaskConfig(name="sua_vs_all", classes=["other", "good"], mapping={"good": "good", "mua": "other", "noise": "other"})
+    return load_dataset(DatasetConfig(name="t", recordings=recs), task, tmp_path)
+
+
+def _fit(part: UnitTable):  # noqa: ANN202
+    return make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=20, random_state=0)).fit(part.X, part.y)
+
+
+def test_each_subject_is_scored_by_a_model_fitted_without_it(tmp_path: Path) -> None:
+    table = _table(tmp_path, ["a", "a", "b", "c"])
+    est = leave_group_out(_fit, table, n_jobs=2)
+    assert est is not None and est.by == "subject" and sorted(est.scores) == ["a", "b", "c"]
+    held = (table.units["subject"] == "a").to_numpy()
+    model = _fit(table.subset(np.flatnonzero(~held)))
+    assert est.scores["a"] == pytest.approx(balanced_accuracy(table.y[held], model.predict(table.X[held])))
+    assert est.mean == pytest.approx(np.mean(list(est.scores.values())))
+    # A model that has seen the subject scores it higher: the refit really left it out.
+    seen = _fit(table)
+    assert balanced_accuracy(table.y[held], seen.predict(table.X[held])) > est.scores["a"]
+
+
+def test_falls_back_to_recordings_then_to_nothing(tmp_path: Path) -> None:
+    assert leave_group_out(_fit, _table(tmp_path / "x", ["a", "a", "b", "b"])).by == "recording"
+    assert leave_group_out(_fit, _table(tmp_path / "y", ["a", "b"])) is None
+
+
+def test_the_printed_figure_prefers_refits_then_held_out_recordings_and_flags_the_cv_score(tmp_path: Path) -> None:
+    table = _table(tmp_path, ["a", "b", "c"])
+    groups = leave_group_out(_fit, table)
+    holdout = {"balanced_accuracy": 0.7, "per_recording": {"r9": {"balanced_accuracy": 0.7}}}
+    first = new_recording_estimate(groups, holdout, 0.99, 10)
+    assert first["balanced_accuracy"] == groups.mean and first["holdout_balanced_accuracy"] == 0.7
+    assert "leave-one-subject-out" in describe(first)
+    second = new_recording_estimate(None, holdout, 0.99, 10)
+    assert (second["balanced_accuracy"], second["source"]) == (0.7, "held-out recordings")
+    third = new_recording_estimate(None, None, 0.99, 10)
+    assert third["optimistic"] and "optimistic" in describe(third) and "best CV score of 10 trials" == third["source"]
