@@ -142,7 +142,7 @@ def variants(binary: bool) -> dict[str, Variant]:
 
 def run_task(task: str, n_trees: int) -> pd.DataFrame:
     """Balanced accuracy of every variant on every left-out mouse of one task."""
-    cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}"]))
+    cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "threshold.tune=false"]))
     table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
     subjects = table.units["subject"].to_numpy()
     rows = []

@@ -56,7 +56,8 @@ def spikeinterface_cell(task: str, holdout: list[str], tmp: Path) -> dict:
     from unitrefine.config import compose_config, validate_config
     from unitrefine.data import load_dataset
 
-    cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "dataset.exclude_metrics=[]"]))
+    cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "dataset.exclude_metrics=[]",
+                                              "threshold.tune=false"]))
     table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
     recs = table.units["recording"].to_numpy()
     held = table.units["recording"].isin(holdout).to_numpy()
@@ -80,7 +81,7 @@ def spikeinterface_cell(task: str, holdout: list[str], tmp: Path) -> dict:
             "cores_used": 1}
 
 
-def unitrefine_cell(task: str, holdout: list[str], tmp: Path) -> dict:
+def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, ...] = ()) -> dict:
     """Run the task's experiment without ``holdout`` at all, then score its exported model on ``holdout``.
 
     This is what a user's run is: the experiment holds out its own recordings from the search (mouse 3; mouse 1
@@ -100,7 +101,7 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path) -> dict:
         overrides.append(f"cv.holdout_recordings=[{','.join(split_recordings(INNER_HOLDOUT_IF_SPLIT_IS_MOUSE3))}]")
     cmd = [sys.executable, "-m", "unitrefine.train", *overrides, f"tracking.uri=sqlite:///{tmp}/mlflow.db",
            f"tracking.artifact_location={tmp.as_uri()}/artifacts", f"output.folder={tmp}/ur_model",
-           f"search.storage={tmp}/study.journal"]
+           f"search.storage={tmp}/study.journal", *extra]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -153,7 +154,7 @@ def table() -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for split in splits:
             ur, si = rows.get((split, "unitrefine")), rows.get((split, "spikeinterface"))
-            fmt = lambda c, k, f: format(c[k], f) if c else "—"  # noqa: E731
+            fmt = lambda c, k, f: format(c[k], f) if c and c.get(k) is not None else "—"  # noqa: E731
             lines.append(f"| {split} ({len((ur or si)['holdout'])} recordings) | {fmt(ur, 'balanced_accuracy', '.3f')} "
                          f"| {fmt(ur, 'printed_estimate', '.3f')} | {fmt(si, 'balanced_accuracy', '.3f')} "
                          f"| {fmt(ur, 'wall_s', '.0f')} | {fmt(si, 'wall_s', '.0f')} | {fmt(ur, 'peak_rss_mb', '.0f')} "
