@@ -108,11 +108,11 @@ def sampled_keys(raw_space: dict[str, Any], spec: dict[str, Choice]) -> set[str]
 
 
 def restricted(slot: str, choice: str) -> dict[str, Any]:
-    """default.yaml cut down to ``choice`` in ``slot`` and the first choice of every other slot."""
+    """default.yaml cut down to ``choice`` in ``slot`` and the first choice, at its defaults, of every other slot
+    (so that only ``choice``'s parameters are drawn)."""
     out = {}
     for s in GROUPS:
-        name = choice if s == slot else next(iter(DEFAULT[s]))
-        out[s] = {name: copy.deepcopy(DEFAULT[s][name])}
+        out[s] = {choice: copy.deepcopy(DEFAULT[s][choice])} if s == slot else {next(iter(DEFAULT[s])): {}}
     return out
 
 
