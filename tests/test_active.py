@@ -13,16 +13,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_recording
+from conftest import copy_recordings, write_recording
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from spikeinterface.core import load_sorting_analyzer
 
-from unitrefine.active import parse_suggest_config, rank_candidates, select, suggest, uncertainty
+from unitrefine.active import (
+    centre_on_threshold,
+    decision_threshold,
+    parse_suggest_config,
+    rank_candidates,
+    select,
+    suggest,
+    uncertainty,
+)
 from unitrefine.errors import UnitRefineError
 from unitrefine.export import INFO_FILE, dump_model, write_json
 from unitrefine.prediction import parse_predict_config, predict
+from unitrefine.threshold import with_threshold
 
 CLASSES = ["good", "mua", "noise"]
 
@@ -154,6 +164,39 @@ def test_suggest_ranks_by_the_models_own_probabilities(tmp_path: Path, tiny_mode
     np.testing.assert_allclose(read(tmp_path / "g.csv")["score"], np.sort(margin)[::-1][:10])
 
 
+def test_centre_on_threshold_maps_the_threshold_to_one_half() -> None:
+    p = np.array([0.0, 0.15, 0.3, 0.65, 1.0])
+    q = centre_on_threshold(np.column_stack([1 - p, p]), 0.3)
+    np.testing.assert_allclose(q[:, 1], [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(q.sum(axis=1), 1.0)
+
+
+def test_a_thresholded_binary_model_is_most_uncertain_at_its_own_threshold(tmp_path: Path, unlabelled: Path) -> None:
+    """A model exported with threshold.tune decides at P(good) >= t: the units nearest t come first, not those
+    nearest 0.5 (the output keeps the model's own probabilities)."""
+    files = write_recording(tmp_path / "train", n_units=120, seed=5, spread=2.5)
+    X = _metrics(files["metrics"]).drop(columns="cluster_id").astype("float32")
+    y = (pd.read_csv(files["labels"], sep="\t")["group"] == "good").astype(int).to_numpy()
+    base = Pipeline([("imputer", SimpleImputer(strategy="median")), ("scaler", StandardScaler()),
+                     ("classifier", LogisticRegression(max_iter=2000))]).fit(X, y)
+    assert decision_threshold(base) is None
+    t = 0.3
+    model = with_threshold(base, t, X, y)
+    assert decision_threshold(model) == pytest.approx(t)
+    folder = tmp_path / "thresholded"
+    folder.mkdir()
+    dump_model(model, folder)
+    write_json(folder / INFO_FILE, {"label_conversion": {"0": "other", "1": "good"},
+                                    "requirements": {"spikeinterface": "0.105.3"}, "metric_params": {}})
+    got = run(model=folder, data=unlabelled, n=50, spread="none", output=tmp_path / "s.csv").suggestions
+    p = got["probability_good"].to_numpy()
+    q = np.where(p < t, p / (2 * t), 0.5 + 0.5 * (p - t) / (1 - t))
+    np.testing.assert_allclose(got["score"], 1 - np.abs(2 * q - 1))
+    assert (np.diff(got["score"]) <= 1e-12).all()
+    assert ((got["predicted_label"] == "good") == (p >= t)).all()
+    assert not np.allclose(got["score"], 1 - np.abs(2 * p - 1))  # not the distance from 0.5
+
+
 def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, tiny_model: Path, unlabelled: Path) -> None:
     out = tmp_path / "s.csv"
     out.write_text("keep me\n")
@@ -253,3 +296,17 @@ def test_bad_data_and_models_are_the_prediction_paths_errors(tmp_path: Path, tin
     _metrics(str(unlabelled / "recA.csv")).drop(columns=["snr"]).to_csv(tmp_path / "lacks.csv", index=False)
     assert "lacks metrics ['snr']" in _error(model=tiny_model, data=tmp_path / "lacks.csv", output=out)
     assert not out.exists()
+
+
+def test_suggest_on_an_analyzer_reads_only_and_computes_what_the_model_needs(
+    tmp_path: Path, synthetic_bank: Path, synthetic_models: dict[str, Path]
+) -> None:
+    folder = copy_recordings(synthetic_bank, tmp_path, [4])[0]
+    model = synthetic_models["three_class"]
+    result = run(model=model, data=folder / "analyzer", n=4, output=tmp_path / "s.csv", save_metrics=False)
+    got = read(tmp_path / "s.csv")
+    assert len(got) == 4 and set(got["recording"]) == {"analyzer"} and result.n_candidates == 10
+    assert [c for c in got.columns if c.startswith("probability_")] == [f"probability_{c}" for c in CLASSES]
+    analyzer = load_sorting_analyzer(folder / "analyzer")
+    assert not analyzer.has_extension("quality_metrics")  # save_metrics=false: the metrics were computed in memory
+    assert "classifier_label" not in analyzer.sorting.get_property_keys()  # suggest sets no sorting properties

@@ -14,7 +14,10 @@ Strategies, for class probabilities sorted ``p1 >= p2 >= ...`` over ``K`` classe
 * ``least_confidence``: ``1 - p1``;
 * ``entropy``: ``-sum(p log p) / log K``, uncertainty spread over all classes.
 
-For two classes the three give the same order.
+For two classes the three give the same order. A binary model that decides with a tuned threshold ``t`` on
+P(positive) (scikit-learn's ``FixedThresholdClassifier``, ``threshold.tune``) is most uncertain at ``t``, not at
+0.5: its probabilities are rescaled piecewise linearly (``t`` -> 0.5, 0 and 1 kept) before scoring, so the
+units nearest its own decision come first; the output keeps the model's probabilities.
 """
 
 from __future__ import annotations
@@ -179,8 +182,34 @@ def select(recordings: Sequence[str] | np.ndarray, scores: np.ndarray, n: int, s
     return df["row"].to_numpy()[: max(int(n), 0)]
 
 
+def centre_on_threshold(proba: np.ndarray, threshold: float) -> np.ndarray:
+    """Binary probabilities rescaled so that the decision threshold on P(positive) maps to 0.5.
+
+    ``p`` below ``threshold`` maps linearly onto [0, 0.5), above it onto [0.5, 1]; the order of units on each
+    side is kept, and a unit exactly at the threshold becomes the most uncertain.
+    """
+    p = np.asarray(proba, dtype=np.float64)[:, 1]
+    t = float(threshold)
+    q = np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1.0 - t))
+    return np.column_stack([1.0 - q, q])
+
+
+def decision_threshold(pipeline: Any) -> float | None:
+    """The threshold on P(positive) a binary pipeline predicts with (a ``FixedThresholdClassifier`` as its last
+    step, as ``threshold.tune`` exports it), or None for argmax decisions."""
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    last = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    if not isinstance(last, FixedThresholdClassifier) or len(getattr(last, "classes_", ())) != 2:
+        return None
+    t = last.threshold
+    if isinstance(t, str) or last.pos_label not in (None, last.classes_[1]):
+        return None  # "auto" is 0.5 on probabilities; another positive label is not what we export
+    return float(t) if 0.0 < float(t) < 1.0 else None
+
+
 def rank_candidates(predictions: pd.DataFrame, classes: Sequence[str], n: int, strategy: str = "margin",
-                    spread: str = "round_robin") -> pd.DataFrame:
+                    spread: str = "round_robin", threshold: float | None = None) -> pd.DataFrame:
     """The suggestion table: the chosen units of ``predictions`` with their rank and score.
 
     Parameters
@@ -192,6 +221,9 @@ def rank_candidates(predictions: pd.DataFrame, classes: Sequence[str], n: int, s
         The model's classes, in the order of its probability columns.
     n, strategy, spread
         See :func:`select` and :func:`uncertainty`.
+    threshold : float, optional
+        A binary model's decision threshold on P(``classes[1]``): scores are computed on
+        :func:`centre_on_threshold` probabilities.
 
     Returns
     -------
@@ -199,7 +231,10 @@ def rank_candidates(predictions: pd.DataFrame, classes: Sequence[str], n: int, s
         ``recording, unit_id, rank, score, predicted_label, probability_<class>...``, rank 1 first.
     """
     prob_cols = [f"probability_{c}" for c in classes]
-    scores = uncertainty(predictions[prob_cols].to_numpy(dtype=np.float64), strategy)
+    proba = predictions[prob_cols].to_numpy(dtype=np.float64)
+    if threshold is not None and len(prob_cols) == 2:
+        proba = centre_on_threshold(proba, threshold)
+    scores = uncertainty(proba, strategy)
     rows = select(predictions["recording"].to_numpy(), scores, n, spread)
     out = predictions.iloc[rows][["recording", "unit_id"]].reset_index(drop=True)
     out["rank"] = np.arange(1, len(rows) + 1)
@@ -257,7 +292,11 @@ def suggest(cfg: SuggestConfig) -> SuggestResult:
         raise UnitRefineError(f"Every unit of {cfg.data} is already labelled ({cfg.labels}): nothing to suggest.")
     if cfg.n > len(candidates):
         log.warning("n=%d but only %d units are unlabelled: suggesting all of them.", cfg.n, len(candidates))
-    ranked = rank_candidates(candidates, model.classes, cfg.n, cfg.strategy, cfg.spread)
+    threshold = decision_threshold(model.pipeline)
+    if threshold is not None:
+        log.info("Model %s decides at P(%s) >= %.3f: uncertainty is measured around that threshold.", cfg.model,
+                 model.classes[1], threshold)
+    ranked = rank_candidates(candidates, model.classes, cfg.n, cfg.strategy, cfg.spread, threshold)
     io.write_predictions(ranked, output)
     per_rec = ranked["recording"].value_counts(sort=False).to_dict()
     log.info(
