@@ -70,7 +70,8 @@ def load_table(task: str) -> UnitTable:
     from unitrefine.config import compose_config, validate_config
     from unitrefine.data import load_dataset
 
-    cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}"]))
+    # threshold.tune (mouse_v1 tunes it) is for binary tasks only, and the simulation's model decides at argmax.
+    cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "threshold.tune=false"]))
     return load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
 
 
