@@ -140,7 +140,12 @@ def table() -> str:
              f"Machine: {os.cpu_count()} cores, {mem:.0f} GiB. Balanced accuracy on the left-out mouse's "
              "recordings (neither trainer saw them); wall time of the whole training; peak resident memory of "
              "the largest process. SpikeInterface: its defaults (one core); unitrefine: the task's experiment "
-             "(both cores). Regenerate with `python benchmarks/vs_spikeinterface.py`.", ""]
+             "(both cores). Regenerate with `python benchmarks/vs_spikeinterface.py`.", "",
+             "Conditions of the committed figures (2026-11-24): SpikeInterface's cells ran two at a time (one core "
+             "each) while other work shared the machine, so their wall times are inflated by up to ~1.5x; "
+             "unitrefine's cells ran one at a time, partly beside another benchmark, which costs its time-capped "
+             "search trials rather than time. The SpikeInterface SUA / mouse 3 cell comes from the earlier one-split "
+             "version of this script (same trainer call; its peak memory was not recorded).", ""]
     for task in EXPERIMENTS:
         rows = {(c["split"], c["trainer"]): c for c in cells if c["task"] == task}
         splits = sorted({s for s, _ in rows})
