@@ -257,7 +257,7 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
                f"On the mean curve, active selection does **not** end at or above random selection's final score "
                f"({mean_row['random_final']:.3f} at {budget} labels).")
     per_split = reach.iloc[:-1]["active_labels_to_stay_at_random_final"]
-    text = f"""# Active vs random labelling (`python benchmarks/active_learning.py{' --quick' if args.quick else ''}`)
+    text = f"""# Active vs random labelling (`{args.command}`)
 
 - date: {dt.date.today()}; machine: {os.cpu_count()} cores, {mem_gb:.0f} GiB, {platform.platform()}; {args.jobs} worker processes
 - wall time: {wall_s:.0f} s; load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--splits", default=None, help="comma-separated mice to leave out (default: every mouse)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
+    args.command = " ".join(["python benchmarks/active_learning.py", *(argv if argv is not None else sys.argv[1:])])
     if args.quick:
         args.seeds, args.rounds, args.trees = 1, 3, 50
     out = args.out or (Path(tempfile.mkdtemp(prefix="unitrefine-active-")) if args.quick else RESULTS)
