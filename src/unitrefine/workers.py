@@ -133,7 +133,7 @@ class Worker:
             Optuna (to be retried on resume) and KILLED in MLflow, the best trial so far is reported, and
             the parent run is marked KILLED if no other worker is still running trials.
         """
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         self._deadline = None if self.timeout_s is None else started + self.timeout_s
         lock = self.session.store.study_lock(self.session.experiment)
         threads = [
@@ -153,8 +153,8 @@ class Worker:
             if self._errors:
                 raise self._errors[0]
             self.session.tracker.flush()  # this worker's trial runs are written in the background
-            log.info("This worker searched for %.1f s (its trials, and their MLflow runs written).",
-                     time.monotonic() - started)
+            log.info("This worker searched for %.1f s (its trials, and their MLflow runs written; CPU time of the "
+                     "process %.1f s).", time.monotonic() - started, time.process_time() - cpu_started)
         except KeyboardInterrupt:
             self._stopped_safely("KILLED", "interrupted (Ctrl-C or SIGTERM)")
             raise
