@@ -104,25 +104,25 @@ def variants(binary: bool) -> dict[str, Variant]:
     def rec(t: UnitTable) -> np.ndarray:
         return t.units["recording"].to_numpy()
 
-    def base(t, tr, te, n):  # noqa: ANN001, ANN202
+    def base(t: UnitTable, tr: np.ndarray, te: np.ndarray, n: int) -> np.ndarray:
         return fit_proba([forest(n)], t.X[tr], t.y[tr], t.X[te]).argmax(1)
 
     def population(how: str) -> Variant:
-        def run(t, tr, te, n):  # noqa: ANN001, ANN202
+        def run(t: UnitTable, tr: np.ndarray, te: np.ndarray, n: int) -> np.ndarray:
             X = population_features(t.X, rec(t), how)
             with warnings.catch_warnings():  # columns without any value in training (constant metrics) are dropped
                 warnings.filterwarnings("ignore", message="Skipping features without any observed values")
                 return fit_proba([forest(n)], X[tr], t.y[tr], X[te]).argmax(1)
         return run
 
-    def indicators(t, tr, te, n):  # noqa: ANN001, ANN202
+    def indicators(t: UnitTable, tr: np.ndarray, te: np.ndarray, n: int) -> np.ndarray:
         return fit_proba([forest(n)], t.X[tr], t.y[tr], t.X[te], indicators=True).argmax(1)
 
-    def vote(t, tr, te, n):  # noqa: ANN001, ANN202
+    def vote(t: UnitTable, tr: np.ndarray, te: np.ndarray, n: int) -> np.ndarray:
         return fit_proba(family_members(n), t.X[tr], t.y[tr], t.X[te]).argmax(1)
 
     def threshold(members: Callable[[int], list[dict[str, Choice]]]) -> Variant:
-        def run(t, tr, te, n):  # noqa: ANN001, ANN202
+        def run(t: UnitTable, tr: np.ndarray, te: np.ndarray, n: int) -> np.ndarray:
             cut = tuned_threshold(members(n), t.X[tr], t.y[tr], rec(t)[tr])
             return (fit_proba(members(n), t.X[tr], t.y[tr], t.X[te])[:, 1] >= cut).astype(int)
         return run
@@ -159,8 +159,8 @@ def markdown(scores: pd.DataFrame, n_trees: int) -> str:
     """Per task: mean over left-out mice, the change against the baseline, and each mouse."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = ["# Candidate improvements, leaving one whole mouse out", "",
-             f"{dt.date.today()}; {os.cpu_count()} cores, {mem:.0f} GiB; random forest of {n_trees} trees; "
-             "balanced accuracy on the left-out mouse (4 splits). Regenerate: `python benchmarks/candidates.py`.", ""]
+             (f"{dt.date.today()}; {os.cpu_count()} cores, {mem:.0f} GiB; random forest of {n_trees} trees; "
+              "balanced accuracy on the left-out mouse (4 splits). Regenerate: `python benchmarks/candidates.py`."), ""]
     for task, part in scores.groupby("task", sort=False):
         wide = part.pivot(index="variant", columns="left_out", values="balanced_accuracy")
         wide = wide.loc[list(dict.fromkeys(part["variant"]))]

@@ -9,7 +9,7 @@ import pytest
 from conftest import write_recording
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
 from unitrefine.data import UnitTable, load_dataset
@@ -26,7 +26,7 @@ def _table(tmp_path: Path, subjects: list[str]) -> UnitTable:
     return load_dataset(DatasetConfig(name="t", recordings=recs), task, tmp_path)
 
 
-def _fit(part: UnitTable):  # noqa: ANN202
+def _fit(part: UnitTable) -> Pipeline:
     return make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=20, random_state=0)).fit(part.X, part.y)
 
 
