@@ -104,18 +104,18 @@ class CVConfig:
     estimate_new_recordings: bool = True
 
 
-#: Components whose fits grow faster than the data (SVC: quadratic; KNN imputation: every unit against every
-#: other) or are slow on hundreds of thousands of units (exact gradient boosting, deep forests, the MLP): a
+#: Components whose fits grow faster than the data (SVC: quadratic; KNN imputation: every imputed unit against
+#: every stored one) or are slow on a hundred thousand units (exact gradient boosting, deep forests, the MLP): a
 #: pipeline holding one is fitted on a class-stratified random subsample of at most this many units, in the
-#: search's CV folds and in the export alike. ``conf/train.yaml`` sets the same defaults (``search.unit_limits``).
+#: search's CV folds and in the export alike. All are above the curated datasets' sizes (mouse_v1: 4.4k units).
+#: Measured in benchmarks/results/scaling.md; ``conf/train.yaml`` sets the same defaults (``search.unit_limits``).
 DEFAULT_UNIT_LIMITS: dict[str, Optional[int]] = {
     "svc": 5000,
-    "knn": 10000,
-    "iterative": 50000,
-    "gradient_boosting": 20000,
-    "random_forest": 30000,
-    "extra_trees": 50000,
-    "mlp": 30000,
+    "knn": 5000,
+    "gradient_boosting": 10000,
+    "random_forest": 10000,
+    "extra_trees": 20000,
+    "mlp": 20000,
 }
 #: The smallest unit limit accepted (below it CV folds of small classes would be too thin to score).
 MIN_UNIT_LIMIT = 100
