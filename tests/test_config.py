@@ -68,6 +68,7 @@ def test_keys_other_tooling_relies_on_exist() -> None:
         (["cv.group_by=animal"], r"cv\.group_by"),
         (["search.pruner=magic"], r"search\.pruner"),
         (["cv.n_splits=1"], r"cv\.n_splits"),
+        (["cv.estimate_max_refits=1"], r"cv\.estimate_max_refits must be >= 2"),
         (["task.positive_class=great"], r"positive_class 'great'"),
         (["+search.unit_limits.svm=5000"], r"search\.unit_limits\.svm: 'svm' is not a component"),
         (["search.unit_limits.svc=50"], r"search\.unit_limits\.svc must be null \(no limit\) or at least 100"),

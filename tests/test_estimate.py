@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
 from unitrefine.data import UnitTable, load_dataset
-from unitrefine.estimate import describe, leave_group_out, new_recording_estimate
+from unitrefine.estimate import GroupEstimate, describe, leave_group_out, new_recording_estimate
 from unitrefine.evaluation import balanced_accuracy
 
 
@@ -43,6 +43,27 @@ def test_each_subject_is_scored_by_a_model_fitted_without_it(tmp_path: Path) -> 
     assert balanced_accuracy(table.y[held], seen.predict(table.X[held])) > est.scores["a"]
 
 
+def test_more_groups_than_max_refits_are_dealt_into_folds_and_each_still_scored_unseen(tmp_path: Path) -> None:
+    table = _table(tmp_path, ["a", "b", "c", "d", "e"])
+    fitted_without: list[frozenset[str]] = []
+
+    def fit(part: UnitTable) -> Pipeline:
+        fitted_without.append(frozenset("abcde") - set(part.units["subject"]))
+        return _fit(part)
+
+    est = leave_group_out(fit, table, max_refits=2, seed=3)
+    assert est is not None and est.n_refits == 2 and len(fitted_without) == 2
+    assert sorted(est.scores) == ["a", "b", "c", "d", "e"] and "2 refits" in est.source
+    # The two refits left out disjoint folds covering every subject; each subject is scored by its fold's model.
+    assert fitted_without[0].isdisjoint(fitted_without[1]) and fitted_without[0] | fitted_without[1] == set("abcde")
+    fold = next(f for f in fitted_without if "a" in f)
+    model = _fit(table.subset(np.flatnonzero(~table.units["subject"].isin(fold).to_numpy())))
+    held = (table.units["subject"] == "a").to_numpy()
+    assert est.scores["a"] == pytest.approx(balanced_accuracy(table.y[held], model.predict(table.X[held])))
+    # Within the limit, one refit per subject.
+    assert leave_group_out(_fit, table, max_refits=5).n_refits == 5
+
+
 def test_falls_back_to_recordings_then_to_nothing(tmp_path: Path) -> None:
     assert leave_group_out(_fit, _table(tmp_path / "x", ["a", "a", "b", "b"])).by == "recording"
     assert leave_group_out(_fit, _table(tmp_path / "y", ["a", "b"])) is None
@@ -54,7 +75,9 @@ def test_the_printed_figure_prefers_refits_then_held_out_recordings_and_flags_th
     holdout = {"balanced_accuracy": 0.7, "per_recording": {"r9": {"balanced_accuracy": 0.7}}}
     first = new_recording_estimate(groups, holdout, 0.99, 10)
     assert first["balanced_accuracy"] == groups.mean and first["holdout_balanced_accuracy"] == 0.7
-    assert "leave-one-subject-out" in describe(first)
+    assert "leave-one-subject-out" in describe(first) and "a " in describe(first)
+    many = new_recording_estimate(GroupEstimate("recording", {f"r{i}": 0.8 for i in range(20)}, 10), None, 0.9, 5)
+    assert "20 groups, listed in model_info.json" in describe(many) and "10 refits" in describe(many)
     second = new_recording_estimate(None, holdout, 0.99, 10)
     assert (second["balanced_accuracy"], second["source"]) == (0.7, "held-out recordings")
     third = new_recording_estimate(None, None, 0.99, 10)

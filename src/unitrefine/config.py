@@ -102,6 +102,7 @@ class CVConfig:
     n_holdout_recordings: int = 0
     refit_on_all: bool = True
     estimate_new_recordings: bool = True
+    estimate_max_refits: int = 10
 
 
 #: Components whose fits grow faster than the data (SVC: quadratic; KNN imputation: every imputed unit against
@@ -322,6 +323,8 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"registry.bootstrap_by must be recording or unit (got '{cfg.registry.bootstrap_by}')")
     if cfg.registry.n_bootstrap < 100:
         problems.append(f"registry.n_bootstrap must be >= 100 (got {cfg.registry.n_bootstrap})")
+    if cfg.cv.estimate_max_refits < 2:
+        problems.append(f"cv.estimate_max_refits must be >= 2 (got {cfg.cv.estimate_max_refits})")
     if cfg.cv.n_splits < 2:
         problems.append(f"cv.n_splits must be >= 2 (got {cfg.cv.n_splits})")
     if cfg.cv.group_by not in (None, "recording", "subject"):

@@ -181,7 +181,8 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             single = fit_spec(spec, train_part, cfg.seed, cfg.search.unit_limits) if final.is_ensemble else None
             held = evaluate_holdout(model_on_train, held_part, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs, single,
                                     thresholded=final.threshold is not None)
-        groups = leave_group_out(final.fit, table, cfg.search.n_jobs) if cfg.cv.estimate_new_recordings else None
+        groups = (leave_group_out(final.fit, table, cfg.search.n_jobs, cfg.cv.estimate_max_refits, cfg.seed)
+                  if cfg.cv.estimate_new_recordings else None)
         estimate = new_recording_estimate(groups, None if held is None else held.report, float(best.value),
                                           counts.get("complete", 0))
         fitted_on = table if cfg.cv.refit_on_all and len(held_part) else train_part
