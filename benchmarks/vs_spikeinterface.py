@@ -119,14 +119,20 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
             "estimated_on": list(info["estimate_new_recordings"]["per_group"])}
 
 
-def run_cell(trainer: str, task: str, split: str) -> dict:
-    """Measure one cell in this process and write its JSON (called through ``--cell``)."""
+def run_cell(trainer: str, task: str, split: str, at_once: int) -> dict:
+    """Measure one cell in this process and write its JSON (called through ``--cell``).
+
+    ``at_once`` is how many cells the benchmark measured side by side; it is recorded with the load average.
+    """
+    load = os.getloadavg()[0]
     holdout = split_recordings(split)
     with tempfile.TemporaryDirectory(prefix="unitrefine-vs-si-") as tmp:
         cell = (unitrefine_cell if trainer == "unitrefine" else spikeinterface_cell)(task, holdout, Path(tmp))
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     cell.update(trainer=trainer, task=task, split=split, holdout=holdout, peak_rss_mb=peak / 1024,
-                date=str(dt.date.today()))
+                date=str(dt.date.today()), conditions=(
+                    f"{at_once} cell(s) measured at once; load average {load:.1f} at the start, "
+                    f"{os.getloadavg()[0]:.1f} at the end (above ~{at_once} other work shared the {os.cpu_count()} cores)"))
     CELLS.mkdir(parents=True, exist_ok=True)
     (CELLS / f"{trainer}_{task}_{split}.json").write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
     return cell
@@ -140,12 +146,8 @@ def table() -> str:
              f"Machine: {os.cpu_count()} cores, {mem:.0f} GiB. Balanced accuracy on the left-out mouse's "
              "recordings (neither trainer saw them); wall time of the whole training; peak resident memory of "
              "the largest process. SpikeInterface: its defaults (one core); unitrefine: the task's experiment "
-             "(both cores). Regenerate with `python benchmarks/vs_spikeinterface.py`.", "",
-             "Conditions of the committed figures (2026-11-24): SpikeInterface's cells ran two at a time (one core "
-             "each) while other work shared the machine, so their wall times are inflated by up to ~1.5x; "
-             "unitrefine's cells ran one at a time, partly beside another benchmark, which costs its time-capped "
-             "search trials rather than time. The SpikeInterface SUA / mouse 3 cell comes from the earlier one-split "
-             "version of this script (same trainer call; its peak memory was not recorded).", ""]
+             "(both cores). Regenerate with `python benchmarks/vs_spikeinterface.py`; how each cell was measured "
+             "is listed at the end.", ""]
     for task in EXPERIMENTS:
         rows = {(c["split"], c["trainer"]): c for c in cells if c["task"] == task}
         splits = sorted({s for s, _ in rows})
@@ -172,7 +174,10 @@ def table() -> str:
                          f"| mean abs. error {gap:.3f} | **{mean['spikeinterface', 'balanced_accuracy']:.3f}** "
                          f"| {mean['unitrefine', 'wall_s']:.0f} | {mean['spikeinterface', 'wall_s']:.0f} | | |")
         lines.append("")
-    return "\n".join(lines)
+    lines += ["## How each cell was measured", ""]
+    lines += [f"- {c['trainer']} / {c['task']} / {c['split']} ({c['date']}): {c.get('conditions', 'not recorded')}"
+              for c in cells]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -182,17 +187,17 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(EXPERIMENTS))
     parser.add_argument("--only", choices=TRAINERS, help="measure one trainer's cells only")
     parser.add_argument("--parallel", type=int, default=1, help="cells measured at once (each in its own process)")
-    parser.add_argument("--cell", nargs=3, metavar=("TRAINER", "TASK", "SPLIT"), help=argparse.SUPPRESS)
+    parser.add_argument("--cell", nargs=4, metavar=("TRAINER", "TASK", "SPLIT", "AT_ONCE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
-        run_cell(*args.cell)
+        run_cell(*args.cell[:3], int(args.cell[3]))
         return
     todo = [(t, task, s) for task in args.tasks.split(",") for s in args.splits.split(",")
             for t in ([args.only] if args.only else TRAINERS) if not (CELLS / f"{t}_{task}_{s}.json").exists()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def measure(cell: tuple[str, str, str]) -> None:
-        subprocess.run([sys.executable, __file__, "--cell", *cell], check=True, env=env)
+        subprocess.run([sys.executable, __file__, "--cell", *cell, str(args.parallel)], check=True, env=env)
 
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         list(pool.map(measure, todo))

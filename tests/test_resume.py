@@ -14,7 +14,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.study import budget, retry
+from unitrefine.study import WARM_START_ATTR, budget, retry
 from unitrefine.training import train
 
 BASE = ["search.n_jobs=1", "cv.n_splits=3", "search.enqueue_defaults=false", "search.pruner=none"]
@@ -105,12 +105,17 @@ def test_budget_counts_finished_trials_and_retries_interrupted_ones_a_bounded_nu
     study = optuna.create_study()
     study.add_trial(_trial(TrialState.COMPLETE))
     study.add_trial(_trial(TrialState.FAIL, error=True))  # its configuration cannot be fitted: counts
-    study.add_trial(_trial(TrialState.FAIL))  # interrupted: to retry
+    interrupted = _trial(TrialState.FAIL)  # interrupted: to retry; it was queued from a previous model
+    interrupted.set_user_attr(WARM_START_ATTR, "models:/m@champion best")
+    interrupted.set_user_attr("fold_scores", [0.9])
+    study.add_trial(interrupted)
     b = budget(study.get_trials(), max_retries=2)
     assert (b.counted, [t.number for t in b.to_retry], b.interrupted) == (2, [2], 0)
     retry(study, b.to_retry[0])
     retried = study.get_trials()[3]
-    assert retried.state == TrialState.WAITING and retried.params == {"x": 0.3} and retried.user_attrs == {}
+    assert retried.state == TrialState.WAITING and retried.params == {"x": 0.3}
+    # Where the configuration came from is kept; the partial scores of the interrupted attempt are not.
+    assert retried.user_attrs == {WARM_START_ATTR: "models:/m@champion best"}
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(retried) == [2]
     b = budget(study.get_trials(), max_retries=2)
     assert (b.counted, b.waiting, b.to_retry, b.interrupted) == (2, 1, (), 1)

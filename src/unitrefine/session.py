@@ -13,6 +13,7 @@ from unitrefine.config import TrainConfig
 from unitrefine.storage import StudyStorage, default_storage, open_storage
 from unitrefine.study import EXPORTED_ATTR, IDENTITY, RUN_ATTR, budget, check_identity, create_study, study_name
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+from unitrefine.study import WARM_START_ATTR
 from unitrefine.warm_start import QueuedTrial
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def join_study(
             tracker = make_tracker()
             run_id = _parent_run(study, tracker, cfg.search.n_trials, cfg.search.max_retries, run_name,
                                  {**tags, "unitrefine.study": name, "unitrefine.study_storage": store.label,
-                                  **({"unitrefine.warm_start": cfg.search.warm_start} if cfg.search.warm_start else {})},
+                                  **({WARM_START_ATTR: cfg.search.warm_start} if cfg.search.warm_start else {})},
                                  params)
     except BaseException:
         store.close()

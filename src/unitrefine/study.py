@@ -25,6 +25,9 @@ import optuna
 from unitrefine.config import SearchConfig
 from unitrefine.errors import UnitRefineError
 
+#: User attribute of a trial queued from a previous model's configurations (``search.warm_start``): its source.
+WARM_START_ATTR = "unitrefine.warm_start"
+
 log = logging.getLogger(__name__)
 
 TrialState = optuna.trial.TrialState
@@ -235,8 +238,9 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue ``trial``'s parameters again as a WAITING trial, recording it as a retry of ``trial``.
 
     The same system attributes as :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (so its
-    ``retried_trial_number``/``retry_history`` read them), but without the user attributes of the
-    interrupted attempt (its partial fold scores must not leak into the retry).
+    ``retried_trial_number``/``retry_history`` read them). Of the interrupted attempt's user attributes only
+    where its configuration came from is kept (:data:`WARM_START_ATTR`); its partial fold scores must not leak
+    into the retry.
     """
     history = [*retry_history(trial), trial.number]
     study.add_trial(
@@ -244,6 +248,7 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
+            user_attrs={k: v for k, v in trial.user_attrs.items() if k == WARM_START_ATTR},
             system_attrs={"failed_trial": history[0], "retry_history": history},
         )
     )

@@ -20,6 +20,8 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from unitrefine.study import WARM_START_ATTR
+
 log = logging.getLogger(__name__)
 
 _RUN_STATUS = {
@@ -280,8 +282,8 @@ class Tracker:
         }
         if "worker" in trial.user_attrs:
             tags["unitrefine.worker"] = str(trial.user_attrs["worker"])
-        if "unitrefine.warm_start" in trial.user_attrs:  # queued from a previous model (search.warm_start)
-            tags["unitrefine.warm_start"] = str(trial.user_attrs["unitrefine.warm_start"])[:5000]
+        if WARM_START_ATTR in trial.user_attrs:  # queued from a previous model (search.warm_start)
+            tags[WARM_START_ATTR] = str(trial.user_attrs[WARM_START_ATTR])[:5000]
         if error or "error" in trial.user_attrs:
             tags["error"] = error or str(trial.user_attrs["error"])
         self._writer.put(TrialRun(

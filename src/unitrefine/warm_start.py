@@ -27,11 +27,10 @@ import pandas as pd
 from unitrefine.config import TrainConfig
 from unitrefine.errors import UnitRefineError
 from unitrefine.search_space import Param, SearchSpace
+from unitrefine.study import WARM_START_ATTR
 
 log = logging.getLogger(__name__)
 
-#: Trial user attribute (and MLflow tag of the trial's run) naming where a warm-started trial came from.
-WARM_START_ATTR = "unitrefine.warm_start"
 LEADERBOARD = "model_accuracies.csv"
 
 
