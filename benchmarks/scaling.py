@@ -1,6 +1,6 @@
 """Cost of a trial per component family as the number of units grows, and the 100k-unit target run.
 
-    python benchmarks/scaling.py                  # 12 families x 1k, 10k, 100k units, then the target run (~30 min on 2 cores)
+    python benchmarks/scaling.py                  # 12 families x 1k, 10k, 100k units, then the target run (~20 min on 2 cores)
     python benchmarks/scaling.py --quick          # 3 families x 1k and 3k units, no target run (about a minute)
     python benchmarks/scaling.py --sizes 1000 10000 --families svc imputer=knn --no-limits --no-target
     python benchmarks/scaling.py --target-only    # only the target run
