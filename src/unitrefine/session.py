@@ -11,9 +11,10 @@ import optuna
 
 from unitrefine.config import TrainConfig
 from unitrefine.storage import StudyStorage, default_storage, open_storage
-from unitrefine.study import EXPORTED_ATTR, IDENTITY, RUN_ATTR, budget, check_identity, create_study, study_name
+from unitrefine.study import (
+    EXPORTED_ATTR, IDENTITY, RUN_ATTR, WARM_START_ATTR, budget, check_identity, create_study, study_name,
+)
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
-from unitrefine.study import WARM_START_ATTR
 from unitrefine.warm_start import QueuedTrial
 
 log = logging.getLogger(__name__)
