@@ -146,6 +146,17 @@ def dumped(data, tmp_path_factory) -> Callable[[str, str], Dumped]:
 # --------------------------------------------------------------------------------------------------
 
 
+def test_model_file_is_compressed_and_loads_to_the_same_predictions(data, dumped, tmp_path: Path) -> None:
+    X, _ = data
+    d = dumped("classifier", "random_forest")
+    with zipfile.ZipFile(d.path) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+    stored = tmp_path / "stored.skops"
+    sio.dump(d.exported, stored)
+    assert d.path.stat().st_size < stored.stat().st_size / 2
+    np.testing.assert_array_equal(load_skops(d.path).predict_proba(X), d.exported.predict_proba(X))
+
+
 @pytest.mark.parametrize(("group", "name"), component_params(COMPONENTS))
 def test_every_component_round_trips_through_skops(group: str, name: str, data, dumped) -> None:
     X, _ = data
