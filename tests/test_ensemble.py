@@ -32,6 +32,22 @@ def test_complementary_models_are_combined_and_beat_each_alone() -> None:
     assert sel.score > sel.single_score
 
 
+def test_max_members_bounds_the_number_of_different_trials() -> None:
+    """Four models wrong on disjoint quarters: unbounded, three of them out-vote each one's errors; bounded to
+    two, no pair can, and the selection stays within the bound."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 400)
+    oof = {}
+    for k in range(4):
+        pred = y.copy()
+        pred[k * 100 : (k + 1) * 100] = 1 - pred[k * 100 : (k + 1) * 100]
+        oof[k] = one_hot(pred, 0.6 + 0.05 * k)
+    free = select_ensemble(oof, y, [0, 1, 2, 3], rounds=8)
+    bounded = select_ensemble(oof, y, [0, 1, 2, 3], rounds=8, max_members=2)
+    assert len(free.weights) >= 3 and free.score == pytest.approx(1.0)
+    assert len(bounded.weights) <= 2 and bounded.score < free.score
+
+
 def test_a_dominant_model_stays_alone() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200)

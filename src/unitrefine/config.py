@@ -148,6 +148,7 @@ class EnsembleConfig:
 
     rounds: int = 0
     candidates: int = 20
+    max_members: Optional[int] = None
 
 
 @dataclass
@@ -307,6 +308,8 @@ def _check_values(cfg: TrainConfig) -> None:
             storage_kind(cfg.search.storage)
         except UnitRefineError as exc:
             problems.append(str(exc))
+    if cfg.ensemble.max_members is not None and cfg.ensemble.max_members < 1:
+        problems.append(f"ensemble.max_members must be null (no bound) or >= 1 (got {cfg.ensemble.max_members})")
     if cfg.ensemble.rounds < 0 or cfg.ensemble.candidates < 1:
         problems.append("ensemble.rounds must be >= 0 and ensemble.candidates >= 1")
     if cfg.threshold.objective not in ("balanced_accuracy", "precision"):

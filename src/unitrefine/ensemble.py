@@ -48,7 +48,9 @@ def oof_score(y: np.ndarray, proba: np.ndarray) -> float:
     return float(balanced_accuracy_score(y, proba.argmax(axis=1)))
 
 
-def select_ensemble(oof: Mapping[int, np.ndarray], y: np.ndarray, candidates: Sequence[int], rounds: int) -> Selection:
+def select_ensemble(
+    oof: Mapping[int, np.ndarray], y: np.ndarray, candidates: Sequence[int], rounds: int, max_members: int | None = None
+) -> Selection:
     """Greedy ensemble selection with replacement.
 
     Parameters
@@ -61,6 +63,9 @@ def select_ensemble(oof: Mapping[int, np.ndarray], y: np.ndarray, candidates: Se
         Trial numbers to choose from (e.g. the best few by CV score).
     rounds : int
         Number of greedy rounds (an upper bound on the ensemble size).
+    max_members : int or None
+        At most this many different trials (once reached, later rounds re-weight the members already picked):
+        bounds the size of the exported model, which holds every member. None: no bound.
 
     Returns
     -------
@@ -75,8 +80,9 @@ def select_ensemble(oof: Mapping[int, np.ndarray], y: np.ndarray, candidates: Se
     picked: list[int] = []
     best_prefix, best_score = [single], singles[single]
     for _ in range(max(rounds, 1)):
-        scores = {c: oof_score(y, total + oof[c]) for c in candidates}
-        choice = max(candidates, key=lambda c: (scores[c], -c))
+        pool = sorted(set(picked)) if max_members is not None and len(set(picked)) >= max_members else candidates
+        scores = {c: oof_score(y, total + oof[c]) for c in pool}
+        choice = max(pool, key=lambda c: (scores[c], -c))
         total += oof[choice]
         picked.append(choice)
         if scores[choice] > best_score + 1e-12:

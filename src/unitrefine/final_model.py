@@ -116,7 +116,7 @@ def choose_final_model(
     if cfg.ensemble.rounds > 0:
         ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
         selection = select_ensemble(objective.oof, part.y, [t.number for t in ranked[: cfg.ensemble.candidates]],
-                                    cfg.ensemble.rounds)
+                                    cfg.ensemble.rounds, cfg.ensemble.max_members)
         if selection.is_ensemble:
             log.info("Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",
                      selection.weights, selection.score, selection.single_trial, selection.single_score)
