@@ -76,9 +76,24 @@ def test_the_printed_figure_prefers_refits_then_held_out_recordings_and_flags_th
     first = new_recording_estimate(groups, holdout, 0.99, 10)
     assert first["balanced_accuracy"] == groups.mean and first["holdout_balanced_accuracy"] == 0.7
     assert "leave-one-subject-out" in describe(first) and f"a {groups.scores['a']:.3f}" in describe(first)
+    low, high = first["interval"]
+    assert f"one new subject: {low:.3f}-{high:.3f} (90% prediction interval)" in describe(first)
     many = new_recording_estimate(GroupEstimate("recording", {f"r{i}": 0.8 for i in range(20)}, 10), None, 0.9, 5)
     assert "20 groups, listed in model_info.json" in describe(many) and "10 refits" in describe(many)
     second = new_recording_estimate(None, holdout, 0.99, 10)
     assert (second["balanced_accuracy"], second["source"]) == (0.7, "held-out recordings")
     third = new_recording_estimate(None, None, 0.99, 10)
     assert third["optimistic"] and "optimistic" in describe(third) and "best CV score of 10 trials" == third["source"]
+
+
+def test_the_prediction_interval_is_the_student_t_interval_for_one_new_group() -> None:
+    scores = {"a": 0.80, "b": 0.85, "c": 0.90, "d": 0.87}
+    low, high = GroupEstimate("subject", scores, 4).interval(0.9)
+    values = np.array(list(scores.values()))
+    # t(3) 95th percentile is 2.353; sd 0.0435 (ddof 1); sqrt(1 + 1/4).
+    half = 2.3534 * values.std(ddof=1) * np.sqrt(1.25)
+    assert (low, high) == pytest.approx((values.mean() - half, values.mean() + half), abs=1e-4)
+    # Wider than the observed range, and wider still at a higher level; clipped to [0, 1].
+    assert low < min(scores.values()) and high > max(scores.values())
+    assert GroupEstimate("subject", scores, 4).interval(0.99)[0] < low
+    assert GroupEstimate("subject", {"a": 0.99, "b": 0.5}, 2).interval() == (0.0, 1.0)

@@ -81,6 +81,9 @@ def test_rest_api_shows_runs_metrics_plots_and_aliases(server) -> None:
     parent = next(r for r in runs if r["info"]["run_id"] == result.run_id)
     metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
     assert metrics["holdout_balanced_accuracy"] == pytest.approx(result.holdout["balanced_accuracy"])
+    info = json.loads((result.model_folder / "model_info.json").read_text())
+    assert [metrics[f"expected_balanced_accuracy_new_recordings_{end}"] for end in ("low", "high")] == pytest.approx(
+        info["estimate_new_recordings"]["interval"])
     trial_metric_names = {m["key"] for r in runs if r["info"]["run_id"] in nested for m in r["data"].get("metrics", [])}
     assert {"cv_score", "cv_score_std"} <= trial_metric_names & set(metrics)  # the same names line up in Compare
     files = get(base, "/api/2.0/mlflow/artifacts/list", run_id=result.run_id, path="model_folder")["files"]

@@ -8,6 +8,10 @@ all) once per animal (subject; recordings when there are fewer than three subjec
 it on that animal, and averages: what a lab should expect from its next animal, and how much that varies. With
 more groups than ``max_refits`` (a large dataset of hundreds of recordings), the groups are dealt into
 ``max_refits`` folds instead: each group is still scored by a model that never saw it, at a bounded cost.
+
+The mean is unbiased for the next animal but one animal's score scatters around it as much as the animals
+here do (on the mouse data the printed mean missed single left-out mice by 0.002-0.071), so the estimate
+carries a prediction interval for one new group: mean +/- t(n-1) x sd x sqrt(1 + 1/n) over the n groups.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 MIN_GROUPS = 3
 #: Beyond this many groups the summary line gives their number, not each score.
 MAX_LISTED = 12
+#: Coverage of the prediction interval for one new group.
+INTERVAL_LEVEL = 0.9
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,26 @@ class GroupEstimate:
     def mean(self) -> float:
         """The mean over left-out groups."""
         return float(np.mean(list(self.scores.values())))
+
+    def interval(self, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+        """Where one new group's score should fall with probability ``level`` (Student-t prediction interval).
+
+        Parameters
+        ----------
+        level : float
+            Two-sided coverage.
+
+        Returns
+        -------
+        tuple of float
+            Lower and upper bound, clipped to [0, 1].
+        """
+        from scipy.stats import t
+
+        values = np.fromiter(self.scores.values(), float)
+        n = len(values)
+        half = t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) * np.sqrt(1 + 1 / n)
+        return max(0.0, self.mean - half), min(1.0, self.mean + half)
 
 
 def _score_fold(fit: Callable[[UnitTable], Any], table: UnitTable, held: list[np.ndarray]) -> list[float]:
@@ -138,8 +164,10 @@ def new_recording_estimate(
     """
     held = None if not holdout else holdout["balanced_accuracy"]
     if groups is not None:
+        low, high = groups.interval()
         return {"balanced_accuracy": groups.mean, "source": groups.source,
                 "per_group": groups.scores, "min": min(groups.scores.values()), "max": max(groups.scores.values()),
+                "by": groups.by, "interval": [low, high], "interval_level": INTERVAL_LEVEL,
                 "holdout_balanced_accuracy": held, "optimistic": False}
     if holdout:
         per_rec = [m["balanced_accuracy"] for m in holdout["per_recording"].values()]
@@ -159,7 +187,11 @@ def describe(estimate: dict[str, Any]) -> str:
     groups = estimate["per_group"]
     per = (", ".join(f"{g} {v:.3f}" for g, v in groups.items()) if len(groups) <= MAX_LISTED
            else f"{len(groups)} groups, listed in model_info.json")
+    if "interval" in estimate:
+        (low, high), level = estimate["interval"], estimate["interval_level"]
+        spread = f"one new {estimate['by']}: {low:.3f}-{high:.3f} ({level:.0%} prediction interval)"
+    else:
+        spread = f"they ranged over {estimate['min']:.3f}-{estimate['max']:.3f}"
     return (f"Expected balanced accuracy on new recordings: {estimate['balanced_accuracy']:.3f} "
-            f"({estimate['source']}: {per}; a single new one may land anywhere in "
-            f"{estimate['min']:.3f}-{estimate['max']:.3f}). The CV scores above are optimistic: each is the best of "
+            f"({estimate['source']}: {per}; {spread}). The CV scores above are optimistic: each is the best of "
             "many trials.")
