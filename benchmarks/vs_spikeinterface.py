@@ -116,7 +116,8 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
     per = {r: float(balanced_accuracy_score(y[recs == r], pred[recs == r])) for r in holdout}
     return {"balanced_accuracy": float(balanced_accuracy_score(y, pred)), "per_recording": per, "wall_s": wall,
             "cores_used": 2, "printed_estimate": info["estimate_new_recordings"]["balanced_accuracy"],
-            "estimated_on": list(info["estimate_new_recordings"]["per_group"])}
+            "estimated_on": list(info["estimate_new_recordings"]["per_group"]),
+            "printed_per_group": info["estimate_new_recordings"]["per_group"]}
 
 
 def run_cell(trainer: str, task: str, split: str, at_once: int) -> dict:
@@ -136,6 +137,17 @@ def run_cell(trainer: str, task: str, split: str, at_once: int) -> dict:
     CELLS.mkdir(parents=True, exist_ok=True)
     (CELLS / f"{trainer}_{task}_{split}.json").write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
     return cell
+
+
+def _interval(cell: dict | None) -> str:
+    """The estimate's 90% prediction interval for one new mouse, for cells that recorded the per-mouse scores."""
+    from unitrefine.estimate import GroupEstimate
+
+    if not cell or "printed_per_group" not in cell:
+        return ""
+    low, high = GroupEstimate("subject", cell["printed_per_group"], len(cell["printed_per_group"])).interval()
+    inside = "inside" if low <= cell["balanced_accuracy"] <= high else "outside"
+    return f" (90% interval {low:.3f}-{high:.3f}: score {inside})"
 
 
 def table() -> str:
@@ -163,7 +175,7 @@ def table() -> str:
             ur, si = rows.get((split, "unitrefine")), rows.get((split, "spikeinterface"))
             fmt = lambda c, k, f: format(c[k], f) if c and c.get(k) is not None else "—"  # noqa: E731
             lines.append(f"| {split} ({len((ur or si)['holdout'])} recordings) | {fmt(ur, 'balanced_accuracy', '.3f')} "
-                         f"| {fmt(ur, 'printed_estimate', '.3f')} | {fmt(si, 'balanced_accuracy', '.3f')} "
+                         f"| {fmt(ur, 'printed_estimate', '.3f')}{_interval(ur)} | {fmt(si, 'balanced_accuracy', '.3f')} "
                          f"| {fmt(ur, 'wall_s', '.0f')} | {fmt(si, 'wall_s', '.0f')} | {fmt(ur, 'peak_rss_mb', '.0f')} "
                          f"| {fmt(si, 'peak_rss_mb', '.0f')} |")
         both = [s for s in splits if (s, "unitrefine") in rows and (s, "spikeinterface") in rows]
