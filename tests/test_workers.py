@@ -20,8 +20,10 @@ import pytest
 from _postgres import create_database, postgres_server
 from conftest import write_recording
 from mlflow.tracking import MlflowClient
+from optuna.storages.journal import JournalFileOpenLock
 
 from unitrefine.study import budget, retry_history
+from unitrefine.workers import is_interrupt
 
 TrialState = optuna.trial.TrialState
 
@@ -224,3 +226,22 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path) -> None:
     runs = check_mlflow(tmp_path, trials)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.info.status == "FINISHED"
+
+
+def test_a_ctrl_c_that_optunas_journal_lock_turns_into_another_error_still_counts_as_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race seen in test_sigint_stops_cleanly_and_the_study_resumes: Ctrl-C lands while Optuna releases its
+    # journal lock, before the rename; the lock's clean-up then raises FileNotFoundError in its place.
+    lock = JournalFileOpenLock(str(tmp_path / "study.journal"))
+    lock.acquire()
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(FileNotFoundError) as raised:
+        lock.release()
+    monkeypatch.undo()
+    assert is_interrupt(raised.value)
+    assert not is_interrupt(FileNotFoundError("a real missing file")) and is_interrupt(KeyboardInterrupt())

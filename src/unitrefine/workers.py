@@ -44,6 +44,20 @@ Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 TrialParams = Callable[[optuna.trial.FrozenTrial], Mapping[str, Any]]
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C, or an error raised while handling one.
+
+    Optuna's journal file lock cleans up after any exception while it releases the lock; a Ctrl-C that lands
+    before its rename turns into a ``FileNotFoundError`` of that clean-up, with the interrupt as its context.
+    """
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class Finalizer:
     """Held by the one worker that refits, exports and registers; records the export in the study on success.
 
@@ -158,9 +172,12 @@ class Worker:
         except KeyboardInterrupt:
             self._stopped_safely("KILLED", "interrupted (Ctrl-C or SIGTERM)")
             raise
-        except Exception:
-            self._stopped_safely("FAILED", "the worker stopped on an error")
-            raise
+        except Exception as exc:
+            if not is_interrupt(exc):
+                self._stopped_safely("FAILED", "the worker stopped on an error")
+                raise
+            self._stopped_safely("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+            raise KeyboardInterrupt from exc
         finally:
             self.session.store.close()
         return self._elect(lock)
