@@ -117,7 +117,9 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
     return {"balanced_accuracy": float(balanced_accuracy_score(y, pred)), "per_recording": per, "wall_s": wall,
             "cores_used": 2, "printed_estimate": info["estimate_new_recordings"]["balanced_accuracy"],
             "estimated_on": list(info["estimate_new_recordings"]["per_group"]),
-            "printed_per_group": info["estimate_new_recordings"]["per_group"]}
+            "printed_per_group": info["estimate_new_recordings"]["per_group"],
+            "ensemble_members": len(info["ensemble"] or [None]),
+            "model_mb": sum(f.stat().st_size for f in (tmp / "ur_model").glob("*.skops")) / 2**20}
 
 
 def run_cell(trainer: str, task: str, split: str, at_once: int) -> dict:

@@ -10,7 +10,7 @@ more groups than ``max_refits`` (a large dataset of hundreds of recordings), the
 ``max_refits`` folds instead: each group is still scored by a model that never saw it, at a bounded cost.
 
 The mean is unbiased for the next animal but one animal's score scatters around it as much as the animals
-here do (on the mouse data the printed mean missed single left-out mice by 0.002-0.071), so the estimate
+here do (on the mouse data the printed mean missed single left-out mice by up to 0.07), so the estimate
 carries a prediction interval for one new group: mean +/- t(n-1) x sd x sqrt(1 + 1/n) over the n groups.
 """
 

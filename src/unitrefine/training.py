@@ -249,8 +249,9 @@ def _track_result(
     metrics = {"wall_time_s": time.perf_counter() - started, **{f"n_trials_{k}": v for k, v in counts.items()},
                "expected_balanced_accuracy_new_recordings": estimate["balanced_accuracy"]}
     if "interval" in estimate:
-        metrics.update(zip(("expected_balanced_accuracy_new_recordings_low", "expected_balanced_accuracy_new_recordings_high"),
-                           estimate["interval"]))
+        low, high = estimate["interval"]
+        metrics.update(expected_balanced_accuracy_new_recordings_low=low,
+                       expected_balanced_accuracy_new_recordings_high=high)
     if final.selection is not None:
         metrics.update(best_single_oof_score=final.selection.single_score, ensemble_oof_score=final.selection.score)
     if final.threshold is not None:
