@@ -1,6 +1,7 @@
 """Held-out balanced accuracy, wall time and peak memory: unitrefine against SpikeInterface's ``train_model``.
 
-    python benchmarks/vs_spikeinterface.py [--splits mouse1,mouse2,mouse3,mouse4] [--tasks sua_vs_all,noise_vs_neural,three_class]
+    python benchmarks/vs_spikeinterface.py [--splits mouse1,mouse2,mouse3,mouse4]
+                                           [--tasks sua_vs_all,noise_vs_neural,three_class]
                                            [--only spikeinterface|unitrefine] [--parallel 1]
 
 Each split leaves one whole mouse (all its recordings) out of the 9 shipped ``mouse_v1`` recordings; both
@@ -162,7 +163,8 @@ def table() -> str:
              "the largest process. SpikeInterface: its defaults (one core); unitrefine: the task's experiment "
              "(both cores). \"Its printed estimate\": the balanced accuracy that unitrefine's run printed as its "
              "expectation for new recordings (leave-one-mouse-out refits on the training mice); its mean error "
-             "is estimate minus score, above 0 when the estimate was optimistic. Regenerate with `python benchmarks/vs_spikeinterface.py`; how each cell was measured "
+             "is estimate minus score, above 0 when the estimate was optimistic. Regenerate with "
+             "`python benchmarks/vs_spikeinterface.py`; how each cell was measured "
              "is listed at the end.", ""]
     for task in EXPERIMENTS:
         rows = {(c["split"], c["trainer"]): c for c in cells if c["task"] == task}
@@ -200,7 +202,8 @@ def table() -> str:
 def main() -> None:
     """Measure the missing cells (each in a fresh process), then rewrite the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", default="mouse1,mouse2,mouse3,mouse4", help="comma-separated mice to leave out, one split each")
+    parser.add_argument("--splits", default="mouse1,mouse2,mouse3,mouse4",
+                        help="comma-separated mice to leave out, one split each")
     parser.add_argument("--tasks", default=",".join(EXPERIMENTS))
     parser.add_argument("--only", choices=TRAINERS, help="measure one trainer's cells only")
     parser.add_argument("--parallel", type=int, default=1, help="cells measured at once (each in its own process)")
