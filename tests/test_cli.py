@@ -57,3 +57,31 @@ def test_unknown_experiment_fails_with_hydra_message(tmp_path: Path) -> None:
     proc = run_cli("+experiment=nope", cwd=tmp_path)
     assert proc.returncode != 0
     assert "experiment/nope" in proc.stderr
+
+
+@pytest.mark.parametrize(("during_ctrl_c", "status"), [(True, 130), (False, 1)])
+def test_an_error_raised_while_handling_ctrl_c_exits_as_an_interrupt_and_only_then(
+    tmp_path: Path, during_ctrl_c: bool, status: int
+) -> None:
+    # After the search, Optuna's journal lock can turn a Ctrl-C into the FileNotFoundError of its clean-up.
+    script = f"""
+import sys
+import unitrefine.training
+
+def train(cfg):
+    if {during_ctrl_c}:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise FileNotFoundError("the journal lock file")
+    raise FileNotFoundError("the journal lock file")
+
+unitrefine.training.train = train
+from unitrefine.train import main
+sys.argv = ["unitrefine.train", "+experiment=smoke"]
+main()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == status
+    assert ("Run the same command again to resume" in proc.stderr) is during_ctrl_c
+    assert ("Traceback" in proc.stderr) is not during_ctrl_c

@@ -108,6 +108,26 @@ def finished_trials(n: int) -> Any:
     return study
 
 
+@pytest.mark.parametrize(("during_ctrl_c", "status"), [(True, "KILLED"), (False, "FAILED")])
+def test_parent_run_ends_killed_on_an_error_raised_while_handling_ctrl_c(
+    tmp_path: Path, during_ctrl_c: bool, status: str
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from unitrefine.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
+    with pytest.raises(FileNotFoundError), tracker.parent_run("study", {}) as run_id:
+        if during_ctrl_c:  # what Optuna's journal lock raises when a Ctrl-C lands while it releases the lock
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise FileNotFoundError("the journal lock file")  # noqa: B904 (as Optuna raises it)
+        raise FileNotFoundError("a real missing file")
+    assert MlflowClient(uri).get_run(run_id).info.status == status
+
+
 def test_trial_runs_written_in_the_background_are_all_there_in_order_before_anything_reads_them(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -22,8 +22,8 @@ from conftest import write_recording
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileOpenLock
 
+from unitrefine.errors import is_interrupt
 from unitrefine.study import budget, retry_history
-from unitrefine.workers import is_interrupt
 
 TrialState = optuna.trial.TrialState
 

@@ -20,6 +20,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from unitrefine.errors import is_interrupt
 from unitrefine.study import WARM_START_ATTR
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,9 @@ class Tracker:
         try:
             yield self.parent_id
             status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
+        except BaseException as exc:
+            if is_interrupt(exc):
+                status = "KILLED"
             raise
         finally:
             mlflow.end_run(status=status)

@@ -14,7 +14,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from unitrefine.config import CONF_DIR  # noqa: E402
-from unitrefine.errors import UnitRefineError  # noqa: E402
+from unitrefine.errors import UnitRefineError, is_interrupt  # noqa: E402
 
 log = logging.getLogger("unitrefine")
 
@@ -38,7 +38,9 @@ def main(cfg: DictConfig) -> None:
     except UnitRefineError as exc:
         log.error("%s", exc)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # a Ctrl-C, or an error raised while handling one (see is_interrupt)
+        if not is_interrupt(exc):
+            raise
         log.error("Interrupted. Run the same command again to resume the study.")
         sys.exit(130)
 

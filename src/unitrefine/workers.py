@@ -32,6 +32,7 @@ from typing import Any
 
 import optuna
 
+from unitrefine.errors import is_interrupt
 from unitrefine.locks import Lock
 from unitrefine.session import Session
 from unitrefine.storage import WORKER_ATTR
@@ -42,20 +43,6 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 TrialParams = Callable[[optuna.trial.FrozenTrial], Mapping[str, Any]]
-
-
-def is_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` is a Ctrl-C, or an error raised while handling one.
-
-    Optuna's journal file lock cleans up after any exception while it releases the lock; a Ctrl-C that lands
-    before its rename turns into a ``FileNotFoundError`` of that clean-up, with the interrupt as its context.
-    """
-    current: BaseException | None = exc
-    while current is not None:
-        if isinstance(current, KeyboardInterrupt):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 class Finalizer:
