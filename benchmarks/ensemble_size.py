@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,7 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
     from unitrefine.search_space import parse_search_space
 
     holdout = split_recordings(split)
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="unitrefine-ensemble-size-") as name:
         tmp = Path(name)
         started = time.perf_counter()
@@ -95,7 +98,8 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
                          "held_out": balanced_accuracy(held.y, pred), "refit_s": fit_s,
                          "model_mb": dump_model(model, folder).stat().st_size / 2**20})
     return {"task": task, "split": split, "holdout": holdout, "n_complete": len(complete), "search_s": search_s,
-            "rows": rows}
+            "rows": rows, "date": str(dt.date.today()),
+            "load_average": f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores"}
 
 
 def table(task: str) -> str:
@@ -114,7 +118,8 @@ def table(task: str) -> str:
                      + " | ".join(f"{r['held_out']:.3f}" for r in per) + f" | **{mean:.3f}** | "
                      + " ".join(str(r["members"]) for r in per) + f" | {sum(r['refit_s'] for r in per) / len(per):.0f} | "
                      + f"{sum(r['model_mb'] for r in per) / len(per):.0f} |")
-    lines += ["", "Completed trials per split: " + ", ".join(f"{c['split']} {c['n_complete']}" for c in cells), ""]
+    lines += ["", "Completed trials (search time, load average) per split: "
+              + "; ".join(f"{c['split']} {c['n_complete']} ({c['search_s']:.0f} s, {c['load_average']})" for c in cells), ""]
     return "\n".join(lines)
 
 
