@@ -10,8 +10,8 @@ alone, with the tuned threshold; none: no bound, the experiment's default), refi
 as the export does, and scored on the left-out mouse. Every bound sees the same trials, so the comparison does
 not depend on how many trials the machine finished in the search's time limit. Refit time matters because a
 run refits the exported model once per training animal for its estimate and once more for the export.
-Each split is cached as JSON under ``benchmarks/results/ensemble_size/``; the table is written to
-``benchmarks/results/ensemble_size.md``.
+Each split is cached as JSON under ``benchmarks/results/ensemble_size/`` (delete it to re-measure); the table
+is written to ``benchmarks/results/ensemble_size_<task>.md``.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main() -> None:
         if not path.exists():
             path.write_text(json.dumps(measure_split(args.task, split, sizes), indent=1) + "\n", encoding="utf-8")
     header = "# Ensemble size: held-out accuracy, refit time and model size\n\n" + machine_line() + "\n"
-    print(write_result("ensemble_size", header + table(args.task)))
+    print(write_result(f"ensemble_size_{args.task}", header + table(args.task)))
 
 
 if __name__ == "__main__":
