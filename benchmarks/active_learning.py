@@ -63,6 +63,7 @@ class Setting:
     batch: int
     rounds: int
     n_trees: int
+    decision: str
 
 
 def load_table(task: str) -> UnitTable:
@@ -76,13 +77,37 @@ def load_table(task: str) -> UnitTable:
 
 
 def make_model(n_trees: int, seed: int) -> Pipeline:
-    """Median imputer -> random forest (balanced class weights, one thread), built from unitrefine's registry."""
+    """Median imputer -> random forest (balanced class weights, one thread, out-of-bag predictions), built from
+    unitrefine's registry."""
     from unitrefine.pipeline import build_pipeline
     from unitrefine.search_space import Choice
 
     spec = {"imputer": Choice("median", {}), "scaler": Choice("none", {}), "resampler": Choice("none", {}),
             "classifier": Choice("random_forest", {"n_estimators": n_trees})}
-    return build_pipeline(spec, seed)
+    return build_pipeline(spec, seed).set_params(classifier__oob_score=True)
+
+
+def fit_and_decide(model: Pipeline, X: pd.DataFrame, y: np.ndarray, decision: str) -> float | None:
+    """Fit ``model``; return the threshold on P(class 1) it decides at (None: argmax).
+
+    ``decision="tuned"`` on a binary task: the threshold with the best balanced accuracy on the labelled units'
+    out-of-bag probabilities (each unit predicted by the trees that did not see it), as ``threshold.tune`` chooses
+    it on out-of-fold predictions; ``"half"``, or more than two classes: argmax.
+    """
+    from unitrefine.threshold import tune_threshold
+
+    model.fit(X, y)
+    if decision != "tuned" or y.max() > 1:
+        return None
+    oob = model.named_steps["classifier"].oob_decision_function_[:, 1]
+    seen = ~np.isnan(oob)  # a unit every tree drew has no out-of-bag prediction
+    return tune_threshold(y[seen], oob[seen], "balanced_accuracy", 0.9).value
+
+
+def predict_at(model: Pipeline, X: pd.DataFrame, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of ``X`` and the classes decided at ``threshold`` (argmax when None)."""
+    proba = model.predict_proba(X)
+    return proba, proba.argmax(axis=1) if threshold is None else (proba[:, 1] >= threshold).astype(int)
 
 
 def initial_labels(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,11 +144,15 @@ def simulate(s: Setting) -> list[dict]:
             pick_rng = np.random.default_rng([s.seed, 7])
             for r in range(s.rounds + 1):
                 started = time.perf_counter()
-                model = make_model(s.n_trees, s.seed).fit(X[labelled], y[labelled])
-                score = balanced_accuracy(y_test, model.predict(X_test))
+                model = make_model(s.n_trees, s.seed)
+                threshold = fit_and_decide(model, X[labelled], y[labelled], s.decision)
+                fit_s = time.perf_counter() - started
+                proba_test, pred = predict_at(model, X_test, threshold)
                 rows.append({"task": s.task, "test_subject": s.test_subject, "seed": s.seed, "strategy": strategy,
-                             "round": r, "n_labels": int(labelled.sum()), "balanced_accuracy": score,
-                             "fit_s": time.perf_counter() - started})
+                             "round": r, "n_labels": int(labelled.sum()), "balanced_accuracy": balanced_accuracy(y_test, pred),
+                             "balanced_accuracy_argmax": balanced_accuracy(y_test, proba_test.argmax(axis=1)),
+                             "threshold": threshold, "labelled_share_class1": float((y[labelled] == 1).mean()),
+                             "fit_s": fit_s})
                 if r == s.rounds:
                     break
                 free = np.flatnonzero(~labelled)
@@ -135,14 +164,14 @@ def simulate(s: Setting) -> list[dict]:
                                                "predicted_label": np.asarray(classes)[proba.argmax(axis=1)]})
                     for j, c in enumerate(classes):
                         candidates[f"probability_{c}"] = proba[:, j]
-                    ranked = rank_candidates(candidates, classes, s.batch, "margin", spread)
+                    ranked = rank_candidates(candidates, classes, s.batch, "margin", spread, threshold)
                     chosen = ranked["unit_id"].astype(int).to_numpy()
                 labelled[chosen] = True
     return rows
 
 
-def ceiling(task: str, test_subject: str, n_trees: int, seed: int) -> dict:
-    """The same pipeline fitted on every unit of the pool (all labels)."""
+def ceiling(task: str, test_subject: str, n_trees: int, seed: int, decision: str) -> dict:
+    """The same pipeline fitted on every unit of the pool (all labels), deciding the same way."""
     from threadpoolctl import threadpool_limits
 
     from unitrefine.evaluation import balanced_accuracy
@@ -150,9 +179,10 @@ def ceiling(task: str, test_subject: str, n_trees: int, seed: int) -> dict:
     table = load_table(task)
     test = (table.units["subject"] == test_subject).to_numpy()
     with threadpool_limits(limits=1):
-        model = make_model(n_trees, seed).fit(table.X[~test], table.y[~test])
+        model = make_model(n_trees, seed)
+        threshold = fit_and_decide(model, table.X[~test], table.y[~test], decision)
     return {"test_subject": test_subject, "n_pool": int((~test).sum()), "n_test": int(test.sum()),
-            "balanced_accuracy": balanced_accuracy(table.y[test], model.predict(table.X[test]))}
+            "balanced_accuracy": balanced_accuracy(table.y[test], predict_at(model, table.X[test], threshold)[1])}
 
 
 def labels_to_reach(curve: pd.Series, target: float) -> float:
@@ -225,6 +255,30 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def decision_text(args: argparse.Namespace, rows: pd.DataFrame) -> str:
+    """How the simulated model decides, for the markdown."""
+    if rows["threshold"].isna().all():
+        return "argmax of the class probabilities"
+    return ("at the threshold on P(class 1) with the best balanced accuracy on the labelled units' out-of-bag "
+            "predictions (as `threshold.tune` ships mouse_v1's model), and active selection ranks the margin around "
+            "that threshold (as `unitrefine.suggest` does for a thresholded model); `--decision half` decides at 0.5")
+
+
+def last_round(rows: pd.DataFrame) -> str:
+    """Binary tasks: what each strategy had labelled by the last round and how it scored at 0.5 and at its threshold."""
+    if rows["threshold"].isna().all():
+        return ""
+    last = rows[rows["n_labels"] == rows["n_labels"].max()]
+    g = last.groupby("strategy")[["labelled_share_class1", "threshold", "balanced_accuracy", "balanced_accuracy_argmax"]]
+    df = g.mean().reindex(list(STRATEGIES)).reset_index()
+    df.columns = ["strategy", "share of class 1 among labelled units", "threshold (mean)",
+                  "balanced accuracy at it", "balanced accuracy at 0.5"]
+    df = df.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v)
+    return ("## At the last round (mean over splits and seeds)\n\n" + markdown_table(df) + "\n\n"
+            "Random selection's share of class 1 is the pool's, up to chance; the balanced accuracy at 0.5 is what the "
+            "same models score without their threshold.\n\n")
+
+
 def _fmt_labels(v: float, budget: int) -> str:
     return "not within the budget" if np.isnan(v) else f"{int(v)} ({v / budget:.0%})"
 
@@ -272,6 +326,7 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
 - the model after each round: median imputer -> random forest ({args.trees} trees, balanced class weights, one thread)
   built from unitrefine's estimator registry, not a search: an Optuna search per round would take hours, and would
   lift every curve rather than change which units are worth labelling
+- decision: {decision_text(args, rows)}
 - ceiling: the same model fitted on every unit of the pool
 
 {verdict} Per split it does so in {int(per_split.notna().sum())} of {len(per_split)} (the split's curve averaged over seeds;
@@ -285,6 +340,7 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
 
 {markdown_table(reach_fmt)}
 
+{last_round(rows)}
 ![curves]({png.name})
 """
     path.write_text(text, encoding="utf-8")
@@ -300,6 +356,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--trees", type=int, default=200)
+    parser.add_argument("--decision", choices=("tuned", "half"), default="tuned",
+                        help="binary tasks: decide at a threshold tuned on the labelled units' out-of-bag predictions "
+                             "(as threshold.tune ships it; active selection ranks around it, as suggest does) or at 0.5")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--splits", default=None, help="comma-separated mice to leave out (default: every mouse)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results)")
@@ -314,14 +373,15 @@ def main(argv: list[str] | None = None) -> Path:
         subjects = [s for s in args.splits.split(",") if s]
     elif args.quick:
         subjects = subjects[:1]
-    settings = [Setting(args.task, subj, seed, args.initial, args.batch, args.rounds, args.trees)
+    settings = [Setting(args.task, subj, seed, args.initial, args.batch, args.rounds, args.trees, args.decision)
                 for subj in subjects for seed in range(args.seeds)]
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = pd.DataFrame([row for part in pool.map(simulate, settings) for row in part])
         ceilings = pd.DataFrame(list(pool.map(ceiling, [args.task] * len(subjects), subjects,
-                                              [args.trees] * len(subjects), [0] * len(subjects))))
+                                              [args.trees] * len(subjects), [0] * len(subjects),
+                                              [args.decision] * len(subjects))))
     wall = time.perf_counter() - started
     stem = "active_learning" if args.task == "sua_vs_all" else f"active_learning_{args.task}"
     rows.to_csv(out / f"{stem}.csv", index=False)
