@@ -122,6 +122,7 @@ def initial_labels(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
 
 def simulate(s: Setting) -> list[dict]:
     """Both strategies on one split and seed; one row per (strategy, number of labels)."""
+    from sklearn.metrics import roc_auc_score
     from threadpoolctl import threadpool_limits
 
     from unitrefine.active import rank_candidates
@@ -152,6 +153,7 @@ def simulate(s: Setting) -> list[dict]:
                              "round": r, "n_labels": int(labelled.sum()), "balanced_accuracy": balanced_accuracy(y_test, pred),
                              "balanced_accuracy_argmax": balanced_accuracy(y_test, proba_test.argmax(axis=1)),
                              "threshold": threshold, "labelled_share_class1": float((y[labelled] == 1).mean()),
+                             "roc_auc": roc_auc_score(y_test, proba_test[:, 1]) if len(classes) == 2 else np.nan,
                              "fit_s": fit_s})
                 if r == s.rounds:
                     break
@@ -269,14 +271,16 @@ def last_round(rows: pd.DataFrame) -> str:
     if rows["threshold"].isna().all():
         return ""
     last = rows[rows["n_labels"] == rows["n_labels"].max()]
-    g = last.groupby("strategy")[["labelled_share_class1", "threshold", "balanced_accuracy", "balanced_accuracy_argmax"]]
+    g = last.groupby("strategy")[["labelled_share_class1", "threshold", "balanced_accuracy", "balanced_accuracy_argmax",
+                                  "roc_auc"]]
     df = g.mean().reindex(list(STRATEGIES)).reset_index()
     df.columns = ["strategy", "share of class 1 among labelled units", "threshold (mean)",
-                  "balanced accuracy at it", "balanced accuracy at 0.5"]
+                  "balanced accuracy at it", "balanced accuracy at 0.5", "ROC AUC (any threshold)"]
     df = df.map(lambda v: f"{v:.3f}" if isinstance(v, float) else v)
     return ("## At the last round (mean over splits and seeds)\n\n" + markdown_table(df) + "\n\n"
             "Random selection's share of class 1 is the pool's, up to chance; the balanced accuracy at 0.5 is what the "
-            "same models score without their threshold.\n\n")
+            "same models score without their threshold; the ROC AUC on the left-out mouse is how well they rank its "
+            "units, whatever the threshold.\n\n")
 
 
 def _fmt_labels(v: float, budget: int) -> str:
