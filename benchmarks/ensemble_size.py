@@ -118,7 +118,7 @@ def table(task: str) -> str:
                      + " | ".join(f"{r['held_out']:.3f}" for r in per) + f" | **{mean:.3f}** | "
                      + " ".join(str(r["members"]) for r in per) + f" | {sum(r['refit_s'] for r in per) / len(per):.0f} | "
                      + f"{sum(r['model_mb'] for r in per) / len(per):.0f} |")
-    lines += ["", "Completed trials (search time, load average) per split: "
+    lines += ["", "Completed trials (wall time of the search command, load average) per split: "
               + "; ".join(f"{c['split']} {c['n_complete']} ({c['search_s']:.0f} s, {c['load_average']})" for c in cells), ""]
     return "\n".join(lines)
 
