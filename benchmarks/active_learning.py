@@ -1,7 +1,7 @@
 """Active vs random choice of the units to label: held-out balanced accuracy against the number of labels.
 
     python benchmarks/active_learning.py [--quick] [--task sua_vs_all] [--seeds 5] [--initial 20] [--batch 20]
-                                         [--rounds 15] [--jobs 2] [--out benchmarks/results]
+                                         [--rounds 15] [--decision tuned|half] [--jobs 2] [--out benchmarks/results]
 
 A simulated curator on the 9 shipped ``mouse_v1`` recordings (loaded with unitrefine's own loaders,
 ``+experiment=mouse_v1``; ``--task`` picks another task). Each split leaves one whole mouse out as the test
@@ -15,8 +15,10 @@ far and scored on the left-out mouse.
 The model is a fixed pipeline from unitrefine's estimator registry (median imputer -> random forest, 200 trees,
 balanced class weights, one thread), not a search: a full Optuna search per round (minutes each) would make
 the simulation hours long; the search would raise both curves, not change who labels better. The same pipeline
-fitted on the whole pool gives the ceiling. Results (a markdown table and a PNG of the curves) go to
-``benchmarks/results/active_learning.{md,png}``; ``--quick`` (one split, one seed, three rounds, 50 trees)
+fitted on the whole pool gives the ceiling. On a binary task the model decides, as the exported model does, at a
+threshold tuned on its labelled units (here their out-of-bag predictions), and active selection ranks the margin
+around that threshold, as ``unitrefine.suggest`` does (``--decision half``: at 0.5). Results (a markdown table and
+a PNG of the curves) go to ``benchmarks/results/active_learning.{md,png}``; ``--quick`` (one split, one seed, three rounds, 50 trees)
 checks the script in seconds and writes to a temporary folder unless ``--out`` is given.
 """
 
@@ -257,7 +259,7 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def decision_text(args: argparse.Namespace, rows: pd.DataFrame) -> str:
+def decision_text(rows: pd.DataFrame) -> str:
     """How the simulated model decides, for the markdown."""
     if rows["threshold"].isna().all():
         return "argmax of the class probabilities"
@@ -330,7 +332,7 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
 - the model after each round: median imputer -> random forest ({args.trees} trees, balanced class weights, one thread)
   built from unitrefine's estimator registry, not a search: an Optuna search per round would take hours, and would
   lift every curve rather than change which units are worth labelling
-- decision: {decision_text(args, rows)}
+- decision: {decision_text(rows)}
 - ceiling: the same model fitted on every unit of the pool
 
 {verdict} Per split it does so in {int(per_split.notna().sum())} of {len(per_split)} (the split's curve averaged over seeds;
