@@ -57,7 +57,7 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
     from unitrefine.data import load_dataset
     from unitrefine.evaluation import balanced_accuracy, make_plan, scorer
     from unitrefine.export import dump_model
-    from unitrefine.final_model import choose_final_model
+    from unitrefine.final_model import choose_final_model, prepare_candidates
     from unitrefine.objective import Objective
     from unitrefine.search_space import parse_search_space
 
@@ -78,8 +78,8 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
         space = parse_search_space(cfg.search_space)
         objective = Objective(space, searched.X, searched.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
                               keep_oof=True, unit_limits=cfg.search.unit_limits)
-        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        objective.ensure_oof(sorted(complete, key=lambda t: (-t.value, t.number))[: cfg.ensemble.candidates])
+        prepare_candidates(cfg, study, objective)
+        n_complete = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
         full = load_dataset(validate_config(compose_config(overrides[:1])).dataset, cfg.task, cfg.root_dir)
         held = full.subset(np.flatnonzero(full.units["recording"].isin(holdout)))
         rows = []
@@ -97,7 +97,7 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
                          (final.selection.score if final.selection else None),
                          "held_out": balanced_accuracy(held.y, pred), "refit_s": fit_s,
                          "model_mb": dump_model(model, folder).stat().st_size / 2**20})
-    return {"task": task, "split": split, "holdout": holdout, "n_complete": len(complete), "search_s": search_s,
+    return {"task": task, "split": split, "holdout": holdout, "n_complete": n_complete, "search_s": search_s,
             "rows": rows, "date": str(dt.date.today()),
             "load_average": f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores"}
 

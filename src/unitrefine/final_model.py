@@ -106,6 +106,16 @@ class FinalModel:
         }
 
 
+def prepare_candidates(cfg: TrainConfig, study: optuna.Study, objective: Objective) -> None:
+    """Give the ``ensemble.candidates`` best completed trials out-of-fold predictions in ``objective``.
+
+    Trials run by other workers, or before a resume, were scored in another process: their predictions are
+    recomputed (same folds, same seed) so that :func:`choose_final_model` can choose among them.
+    """
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    objective.ensure_oof(sorted(complete, key=lambda t: (-t.value, t.number))[: max(cfg.ensemble.candidates, 1)])
+
+
 def choose_final_model(
     cfg: TrainConfig, study: optuna.Study, space: SearchSpace, objective: Objective, part: UnitTable
 ) -> FinalModel:

@@ -21,7 +21,7 @@ from unitrefine.estimators import TRUSTED_TYPES
 from unitrefine.estimate import leave_group_out, new_recording_estimate
 from unitrefine.evaluation import make_plan, scorer
 from unitrefine.export import check_output_folder, metric_params_for, package_versions, write_model_folder
-from unitrefine.final_model import FinalModel, choose_final_model, fit_spec
+from unitrefine.final_model import FinalModel, choose_final_model, fit_spec, prepare_candidates
 from unitrefine.objective import Objective
 from unitrefine.report import HeldOut, Progress, evaluate_holdout, leaderboard, spec_params, summary, write_folder
 from unitrefine.search_space import PipelineSpec, SearchSpace, parse_search_space
@@ -105,10 +105,7 @@ def _search(cfg: TrainConfig, session: Session, objective: Objective, space: Sea
     finally:
         progress.close()
     if finalizer is not None and objective.keep_oof:
-        # Trials run by other workers, or before a resume, have no out-of-fold predictions in this process.
-        complete = [t for t in session.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
-        ranked = sorted(complete, key=lambda t: (-t.value, t.number))[: max(cfg.ensemble.candidates, 1)]
-        objective.ensure_oof(ranked)
+        prepare_candidates(cfg, session.study, objective)
     return finalizer
 
 
