@@ -18,15 +18,18 @@ def memory_gib() -> float:
 
 
 def code_version() -> str:
-    """The git commit of the ``unitrefine`` the benchmark's child processes import (``+dirty`` if changed)."""
+    """The git commit of the ``unitrefine`` the benchmark's child processes import (``+dirty`` if changed).
+
+    The checkout's path is not part of it: results are committed and must not name this machine's folders.
+    """
     probe = subprocess.run([sys.executable, "-c", "import unitrefine, pathlib; print(pathlib.Path(unitrefine.__file__).parent)"],
                            capture_output=True, text=True, check=True)
     src = probe.stdout.strip()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True)
     if head.returncode != 0:
-        return f"{src} (not a git checkout)"
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") + f" ({src})"
+        return "(not a git checkout)"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def machine_line() -> str:

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 from bench_common import RESULTS, machine_line, write_result
-from unitrefine.process import prepare_command_process
 from vs_spikeinterface import EXPERIMENTS, split_recordings
+
+from unitrefine.process import prepare_command_process
 
 CELLS = RESULTS / "ensemble_size"
 
@@ -53,13 +54,11 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    from unitrefine import stages
     from unitrefine.config import compose_config, validate_config
     from unitrefine.data import load_dataset
-    from unitrefine.evaluation import balanced_accuracy, make_plan, scorer
+    from unitrefine.evaluation import balanced_accuracy
     from unitrefine.export import dump_model
-    from unitrefine.final_model import choose_final_model, prepare_candidates
-    from unitrefine.objective import Objective
-    from unitrefine.search_space import parse_search_space
 
     holdout = split_recordings(split)
     load = os.getloadavg()[0]
@@ -71,25 +70,19 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
         cfg = validate_config(compose_config(overrides))
         storage = JournalStorage(JournalFileBackend(str(tmp / "study.journal")))
         (study_name,) = optuna.get_all_study_names(storage)
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
-        plan = make_plan(table, cfg.cv, cfg.seed)
-        searched = table.subset(plan.train_index)
-        space = parse_search_space(cfg.search_space)
-        objective = Objective(space, searched.X, searched.y, plan.folds, scorer(cfg.cv.scoring), cfg.seed,
-                              keep_oof=True, unit_limits=cfg.search.unit_limits)
-        prepare_candidates(cfg, study, objective)
-        n_complete = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        data = stages.split(cfg, stages.load(cfg))
+        searched = stages.searched_study(cfg, data, optuna.load_study(study_name=study_name, storage=storage))
+        n_complete = searched.counts.get("complete", 0)
         full = load_dataset(validate_config(compose_config(overrides[:1])).dataset, cfg.task, cfg.root_dir)
         held = full.subset(np.flatnonzero(full.units["recording"].isin(holdout)))
         rows = []
         for size in sizes:
             bounded = dataclasses.replace(cfg, ensemble=dataclasses.replace(cfg.ensemble, max_members=size))
-            final = choose_final_model(bounded, study, space, objective, searched)
+            final = stages.choose(bounded, searched, data)
             fit_started = time.perf_counter()
-            model = final.fit(searched)
+            model = final.fit(data.train)
             fit_s = time.perf_counter() - fit_started
-            pred = model.predict(held.X[list(searched.X.columns)])
+            pred = model.predict(held.X[list(data.train.X.columns)])
             folder = tmp / f"size_{size}"
             folder.mkdir()
             rows.append({"max_members": size, "members": len(final.weights), "weights": final.weights,

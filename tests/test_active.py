@@ -280,7 +280,7 @@ def test_a_single_recording_takes_a_plain_labels_file_and_everything_labelled_is
         ({"model": "m", "data": "d.csv", "output": "o.csv", "strategy": "margn"}, "strategy must be one of margin"),
         ({"model": "m", "data": "d.csv", "output": "o.csv", "spread": "quota"}, "spread must be one of round_robin"),
         ({"model": ["a", "b"], "data": "d.csv", "output": "o.csv"}, "suggest takes one model"),
-        ({"model": "m", "data": "d.csv", "output": "o.csv", "nn": 3}, "Unknown suggest option(s) ['nn']"),
+        ({"model": "m", "data": "d.csv", "output": "o.csv", "nn": 3}, "Unknown suggest option(s): nn (did you mean n?)"),
     ],
 )
 def test_bad_options_are_clear_errors(options: dict, message: str) -> None:

@@ -40,3 +40,20 @@ def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "p.csv").exists()
+
+
+def test_review_budget_from_the_command_line(tmp_path: Path) -> None:
+    from _tiny_models import fit_model, write_unlabelled
+
+    fit_model(tmp_path / "model", "three_class")
+    write_unlabelled(tmp_path / "new", {"recA": (30, 11), "recB": (20, 12)})
+    proc = run_predict("model=model", "data=new", "output=p.csv", "review=10%", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Review queue (review=10%, 10 % of the units): 5 of 50 units need review" in proc.stderr
+    assert pd.read_csv(tmp_path / "p.csv")["needs_review"].sum() == 5
+    for value, message in (("150%", "review=150% is over 100 %"), ("-1", "review=-1 is negative"),
+                           ("51", "review=51 asks for more units than data=new holds (50)"), ("lots", "not a number")):
+        proc = run_predict("model=model", "data=new", "output=q.csv", f"review={value}", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "q.csv").exists()

@@ -238,7 +238,7 @@ def test_outputs_and_inputs_are_checked_before_any_work(tmp_path: Path, tiny_rec
     [
         ({"data": "x.csv", "output": "y.csv"}, r"Set model=\.\.\."),
         ({"model": ["a", "b", "c"], "data": "x", "output": "y"}, "one model, or two for the cascade"),
-        ({"model": "a", "data": "x", "output": "y", "thrust": ["t"]}, r"Unknown predict option\(s\) \['thrust'\]"),
+        ({"model": "a", "data": "x", "output": "y", "thrust": ["t"]}, r"Unknown predict option\(s\): thrust \(did you mean trust\?\)"),
     ],
 )
 def test_bad_options_are_clear_errors(options: dict, message: str) -> None:

@@ -9,13 +9,18 @@ import pandas as pd
 import pytest
 from conftest import make_config
 from mlflow.tracking import MlflowClient
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.study import WARM_START_ATTR, budget, retry
+from unitrefine.report import spec_params
+from unitrefine.search_space import SearchSpace, parse_search_space
+from unitrefine.session import join_study
+from unitrefine.study import IDENTITY, WARM_START_ATTR, budget, retry, retry_history
+from unitrefine.tracking import NullTracker
 from unitrefine.training import train
+from unitrefine.workers import Worker
 
 BASE = ["search.n_jobs=1", "cv.n_splits=3", "search.enqueue_defaults=false", "search.pruner=none"]
 
@@ -128,3 +133,41 @@ def test_budget_counts_finished_trials_and_retries_interrupted_ones_a_bounded_nu
     b = budget(chain.get_trials(), max_retries=2)
     assert (b.counted, b.interrupted, b.to_retry) == (1, 2, ())
     assert budget(chain.get_trials(), max_retries=3).to_retry[0].number == 2
+
+
+
+class _Drawn:
+    """A sampled objective over the real search space that scores every pipeline 0.5 (no fitting)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def sample(self, trial: optuna.Trial) -> object:
+        return self.space.sample(trial)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.sample(trial)
+        return 0.5
+
+
+def test_a_trial_stopped_while_its_parameters_were_drawn_is_retried(tmp_path: Path, tiny_recordings) -> None:
+    # Ctrl-C can land while a thread draws a trial's parameters: the trial has its classifier but not the
+    # classifier's parameters. The next run logs it as stopped (with what it has) and retries it.
+    storage = tmp_path / "s.journal"
+    cfg = make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2", f"search.storage={storage}"])
+    space = parse_search_space(cfg.search_space)
+    session = join_study(cfg, {k: "x" for k in IDENTITY}, [], NullTracker, "run", {}, {})
+    choices = {"imputer": "median", "scaler": "none", "resampler": "none", "classifier": "logistic_regression"}
+    session.study.add_trial(create_trial(
+        state=TrialState.FAIL, params=choices,
+        distributions={slot: CategoricalDistribution(list(space.slots[slot])) for slot in choices},
+    ))
+
+    def params_of(t: optuna.trial.FrozenTrial) -> dict:  # as training logs them: needs every parameter
+        return spec_params(space.spec_from_params(t.params))
+
+    assert Worker(session, _Drawn(space), 2, 2, 3, None, 0.1, params_of).run() is not None
+    trials = session.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert retry_history(trials[1]) == [0] and choices.items() <= trials[1].params.items()
+    assert "logistic_regression.C" in trials[1].params

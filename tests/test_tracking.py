@@ -181,3 +181,115 @@ def test_a_failed_background_write_is_raised_to_the_search_and_stops_later_write
     with pytest.raises(RuntimeError, match="store unreachable"):
         writer.put(run(3))
     assert written == ["trial-0000"]
+
+
+FOREST_SPACE = {"imputer": {"median": {}}, "scaler": {"none": {}}, "resampler": {"none": {}},
+                "classifier": {"random_forest": {"n_estimators": 60, "max_depth": 12}}}
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_a_run_stores_its_model_once_compressed_and_the_registered_version_loads_everywhere(
+    tmp_path: Path, tiny_recordings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The registered version is the run's uploaded model folder (an MLmodel beside the compressed .skops)."""
+    import logging
+
+    import mlflow
+    import numpy as np
+    import yaml
+    from conftest import features_for
+    from mlflow.tracking import MlflowClient
+    from spikeinterface.curation import load_model as si_load_model
+
+    from unitrefine.estimators import TRUSTED_TYPES
+    from unitrefine.export import load_model_folder
+    from unitrefine.prediction import load_model
+    from unitrefine.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", "search.n_jobs=1", "cv.n_splits=3",
+                                                  "cv.holdout_recordings=[rec3]", "search.enqueue_defaults=false"],
+                      search_space=FOREST_SPACE)
+    with caplog.at_level(logging.INFO, logger="unitrefine.tracking"):
+        result = train(cfg)
+    folder = result.model_folder
+    n_files = sum(1 for f in folder.rglob("*") if f.is_file())
+    assert f"Uploading {n_files} files" in caplog.text and f"Uploaded {n_files} files" in caplog.text
+
+    # Stored once: everything the experiment keeps is the model folder plus MLflow's few small model files.
+    root = tmp_path / "mlruns" / "artifacts" / "smoke"
+    stored, own = tree_bytes(root), tree_bytes(folder)
+    assert stored <= 1.2 * own, (stored, own)
+    assert [p.name for p in root.rglob("*.skops")] == ["best_model.skops"]
+    run_folder = next(root.rglob("model_folder"))
+    assert (run_folder / "best_model.skops").read_bytes() == (folder / "best_model.skops").read_bytes()
+
+    client = MlflowClient(result.tracking_uri)
+    assert client.get_experiment_by_name("smoke").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    version = client.get_model_version_by_alias("smoke", "challenger")
+    assert str(version.version) == result.model_version and version.run_id == result.run_id
+    assert version.source == run_folder.as_uri()
+    mlmodel = yaml.safe_load((run_folder / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["sklearn"]
+    assert (flavor["pickled_model"], flavor["serialization_format"]) == ("best_model.skops", "skops")
+    assert flavor["skops_trusted_types"] == list(TRUSTED_TYPES)
+    assert mlmodel["flavors"]["python_function"]["predict_fn"] == "predict_proba"
+    assert "signature" in mlmodel and "saved_input_example_info" in mlmodel
+    assert any(r.startswith("scikit-learn==") for r in (run_folder / "requirements.txt").read_text().split())
+
+    exported, _ = load_model_folder(folder)
+    X = features_for(exported, tiny_recordings[3]["metrics"])
+    expected = exported.predict_proba(X)
+    for spec in ("models:/smoke@challenger", f"models:/smoke/{result.model_version}"):
+        loaded = load_model(spec, [], result.tracking_uri, tmp_path / "download" / spec.split("/")[-1])
+        np.testing.assert_array_equal(loaded.pipeline.predict_proba(X), expected)
+    # SpikeInterface's own loader takes the downloaded folder: the MLmodel beside the one .skops is fine.
+    si_model, _ = si_load_model(model_folder=tmp_path / "download" / "smoke@challenger" / "model_folder",
+                                trusted=list(TRUSTED_TYPES))
+    np.testing.assert_array_equal(si_model.predict_proba(X), expected)
+    # MLflow's loaders read the same file (they refuse any model file unless this is set).
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    mlflow.set_tracking_uri(result.tracking_uri)
+    np.testing.assert_array_equal(mlflow.sklearn.load_model("models:/smoke@challenger").predict_proba(X), expected)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/smoke/{result.model_version}")
+    np.testing.assert_array_equal(np.asarray(pyfunc.predict(X)), expected)
+
+
+def test_an_existing_experiment_without_a_kind_gets_the_model_training_kind(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from unitrefine.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
+    client.create_experiment("genai", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    Tracker(uri, "old", None)
+    Tracker(uri, "genai", None)
+    Tracker(uri, "new", (tmp_path / "new").as_uri())
+    kinds = {n: client.get_experiment_by_name(n).tags.get(EXPERIMENT_KIND_TAG) for n in ("old", "genai", "new")}
+    assert kinds == {"old": EXPERIMENT_KIND, "genai": "genai_development", "new": EXPERIMENT_KIND}
+
+
+def test_log_artifacts_keeps_subfolders_and_logs_the_upload(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from unitrefine.tracking import Tracker
+
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("a")
+    (folder / "sub" / "b.bin").write_bytes(bytes(2_000_000))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
+    run_id = tracker.create_parent("study", {}, {})
+    with caplog.at_level(logging.INFO, logger="unitrefine.tracking"):
+        tracker.log_artifacts(folder, "model_folder")
+    client = MlflowClient(uri)
+    assert {f.path for f in client.list_artifacts(run_id, "model_folder")} == {"model_folder/a.txt", "model_folder/sub"}
+    assert [f.file_size for f in client.list_artifacts(run_id, "model_folder/sub")] == [2_000_000]
+    assert "Uploading 2 files (2.0 MB)" in caplog.text and "Uploaded 2 files (2.0 MB) in" in caplog.text

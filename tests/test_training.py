@@ -148,11 +148,29 @@ def test_existing_output_folder_is_refused_before_any_work_and_replaced_with_ove
         train(cfg)
     assert (out / "keep.txt").read_text() == "mine"
     assert not (tmp_path / "mlruns").exists()  # refused before the tracking store was touched
-    cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", f"output.folder={out}", "output.overwrite=true",
-                                                  "tracking.enabled=false"])
-    train(cfg)
-    assert not (out / "keep.txt").exists() and (out / "best_model.skops").is_file()
+    overwrite = ["search.n_trials=1", f"output.folder={out}", "output.overwrite=true", "tracking.enabled=false"]
+    # A folder of the user's own files is not a model folder: overwrite does not replace it either.
+    with pytest.raises(UnitRefineError, match="not a model folder"):
+        train(make_config(tmp_path, tiny_recordings, overwrite))
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    first = train(make_config(tmp_path, tiny_recordings, overwrite)).model_folder
+    (first / "stale.txt").write_text("from the first model")
+    train(make_config(tmp_path, tiny_recordings, overwrite))
+    assert not (out / "stale.txt").exists() and (out / "best_model.skops").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_output_folder_that_is_a_file_is_never_replaced(tmp_path: Path, tiny_recordings) -> None:
+    target = tmp_path / "r.csv"
+    target.write_text("a,b\n1,2\n")
+    for extra in ([], ["output.overwrite=true"]):
+        cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", f"output.folder={target}", *extra])
+        with pytest.raises(UnitRefineError, match=f"{target} is an existing file"):
+            train(cfg)
+        assert target.read_text() == "a,b\n1,2\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_same_seed_gives_the_same_sequential_study(tmp_path: Path, tiny_recordings) -> None:

@@ -13,17 +13,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from _postgres import create_database, postgres_server
-from conftest import write_recording
+from conftest import features_for, make_config, overlapping_recordings, write_recording
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileOpenLock
 
 from unitrefine.errors import is_interrupt
+from unitrefine.export import load_model_folder
+from unitrefine.objective import Objective
+from unitrefine.report import TrainResult
 from unitrefine.study import budget, retry_history
+from unitrefine.training import train
 
 TrialState = optuna.trial.TrialState
 
@@ -245,3 +252,68 @@ def test_a_ctrl_c_that_optunas_journal_lock_turns_into_another_error_still_count
     monkeypatch.undo()
     assert is_interrupt(raised.value)
     assert not is_interrupt(FileNotFoundError("a real missing file")) and is_interrupt(KeyboardInterrupt())
+
+
+# --------------------------------------------------------------------------------------------------
+# One worker, trials side by side (search.n_jobs=2): the same trials and model whatever the timing
+# --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def cpu_load() -> Iterator[None]:
+    """A CPU-bound process spinning for as long as the block runs."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def train_slowed(
+    tmp_path: Path, recordings: list[dict[str, str]], slow_parity: int, monkeypatch: pytest.MonkeyPatch, *extra: str
+) -> TrainResult:
+    """Train with ``search.n_jobs=2``, every trial whose number is ``slow_parity`` modulo 2 made 0.3 s slower.
+
+    The objective is the real one (real Optuna, real fits); only its duration changes, so that trials finish in
+    another order than in a run with the other parity.
+    """
+    objective = Objective.__call__
+
+    def slowed(self: Objective, trial: optuna.Trial) -> float:
+        if trial.number % 2 == slow_parity:
+            time.sleep(0.3)
+        return objective(self, trial)
+
+    monkeypatch.setattr(Objective, "__call__", slowed)
+    try:
+        cfg = make_config(tmp_path, recordings, [
+            "search.n_trials=12", "search.n_jobs=2", "search.n_startup_trials=3", "tracking.enabled=false",
+            "cv.n_splits=3", *extra,
+        ])
+        result = train(cfg)
+    finally:
+        monkeypatch.setattr(Objective, "__call__", objective)
+    assert result is not None
+    return result
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_two_threads_give_the_same_trials_and_model_on_a_busy_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pruner: str
+) -> None:
+    recordings = overlapping_recordings(tmp_path / "data", 3, seed=11, spread=2.5, n_units=60)
+    first = train_slowed(tmp_path / "a", recordings, 0, monkeypatch, f"search.pruner={pruner}")
+    with cpu_load():
+        second = train_slowed(tmp_path / "b", recordings, 1, monkeypatch, f"search.pruner={pruner}")
+
+    def trials(result: TrainResult) -> list[tuple[int, str, dict]]:
+        return [(t.number, t.state.name, t.params) for t in result.study.get_trials()]
+
+    assert trials(second) == trials(first)
+    assert [t.value for t in second.study.trials] == [t.value for t in first.study.trials]
+    assert len(trials(first)) == 12
+    a, _ = load_model_folder(first.model_folder)
+    b, _ = load_model_folder(second.model_folder)
+    X = pd.concat([features_for(a, r["metrics"]) for r in recordings])
+    assert np.abs(a.predict_proba(X) - b.predict_proba(X)).max() == 0

@@ -7,17 +7,9 @@ and the most uncertain units are suggested, spread across recordings so that a c
 spent on one odd recording. Units already labelled (a labels file or folder, :mod:`unitrefine.labelled`)
 are never suggested.
 
-Strategies, for class probabilities sorted ``p1 >= p2 >= ...`` over ``K`` classes (higher score: label first):
-
-* ``margin`` (default): ``1 - (p1 - p2)``, closeness to the boundary between the two likeliest classes,
-  which is the decision a curator's label settles;
-* ``least_confidence``: ``1 - p1``;
-* ``entropy``: ``-sum(p log p) / log K``, uncertainty spread over all classes.
-
-For two classes the three give the same order. A binary model that decides with a tuned threshold ``t`` on
-P(positive) (scikit-learn's ``FixedThresholdClassifier``, ``threshold.tune``) is most uncertain at ``t``, not at
-0.5: its probabilities are rescaled piecewise linearly (``t`` -> 0.5, 0 and 1 kept) before scoring, so the
-units nearest its own decision come first; the output keeps the model's probabilities.
+The scores (``margin``, ``least_confidence``, ``entropy``; a thresholded binary model is most unsure at its own
+threshold) are :mod:`unitrefine.uncertainty`'s, the same ranking as ``unitrefine.predict review=...``; this module
+adds the spreading over recordings and the labelled units. The output keeps the model's probabilities.
 """
 
 from __future__ import annotations
@@ -31,16 +23,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from unitrefine import predict_io as io
 from unitrefine.errors import UnitRefineError
 from unitrefine.labelled import drop_labelled, read_labelled
+from unitrefine.options import MODEL_AND_DATA, command_options
 from unitrefine.prediction import PredictConfig, load_models, predict_source
+
+# The scores live in unitrefine.uncertainty; their names stay importable from here.
+from unitrefine.uncertainty import (  # noqa: F401
+    STRATEGIES,
+    Stage,
+    centre_on_threshold,
+    decision_threshold,
+    table_uncertainty,
+    uncertainty,
+)
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("margin", "least_confidence", "entropy")
 #: ``round_robin``: the most uncertain unit of each recording, then the second of each, ...; ``none``: one global order.
 SPREADS = ("round_robin", "none")
 
@@ -83,19 +85,8 @@ def parse_suggest_config(cfg: DictConfig | dict[str, Any]) -> SuggestConfig:
     UnitRefineError
         Unknown keys, missing ``model``/``data``/``output``, a cascade, ``n < 1``, or an unknown strategy/spread.
     """
-    raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    assert isinstance(raw, dict)
-    raw.pop("hydra", None)
-    known = set(SuggestConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise UnitRefineError(f"Unknown suggest option(s) {unknown}; the options are {sorted(known)}.")
-    missing = [k for k in ("model", "data", "output") if raw.get(k) in (None, "", "???")]
-    if missing:
-        raise UnitRefineError(
-            f"Set {', '.join(f'{k}=...' for k in missing)}: python -m unitrefine.suggest model=<folder or "
-            "models:/name@alias> data=<csv, folder of csvs, or analyzer folder> n=<how many> output=<csv>"
-        )
+    raw = command_options(cfg, SuggestConfig, "suggest", ("model", "data", "output"),
+                          f"{MODEL_AND_DATA} n=<how many> output=<csv>")
     if not isinstance(raw["model"], str):
         raise UnitRefineError(
             f"suggest takes one model (got {raw['model']!r}): for a cascade, ask for suggestions of each stage's model."
@@ -118,36 +109,6 @@ def parse_suggest_config(cfg: DictConfig | dict[str, Any]) -> SuggestConfig:
     return out
 
 
-def uncertainty(proba: np.ndarray, strategy: str = "margin") -> np.ndarray:
-    """Uncertainty of each row of class probabilities, in [0, 1]; higher means label it sooner.
-
-    Parameters
-    ----------
-    proba : numpy.ndarray
-        ``(n_units, n_classes)`` class probabilities.
-    strategy : {"margin", "least_confidence", "entropy"}
-        See the module docstring.
-
-    Returns
-    -------
-    numpy.ndarray
-        One score per unit.
-    """
-    p = np.asarray(proba, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"proba must be (n_units, n_classes >= 2); got shape {p.shape}")
-    top = -np.sort(-p, axis=1)
-    if strategy == "margin":
-        return 1.0 - (top[:, 0] - top[:, 1])
-    if strategy == "least_confidence":
-        return 1.0 - top[:, 0]
-    if strategy == "entropy":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(p > 0, p * np.log(p), 0.0)
-        return -terms.sum(axis=1) / np.log(p.shape[1])
-    raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
-
-
 def select(recordings: Sequence[str] | np.ndarray, scores: np.ndarray, n: int, spread: str = "round_robin") -> np.ndarray:
     """Positions of the ``n`` units to label first, in order.
 
@@ -156,7 +117,7 @@ def select(recordings: Sequence[str] | np.ndarray, scores: np.ndarray, n: int, s
     recordings : sequence of str
         The recording of each unit.
     scores : numpy.ndarray
-        Uncertainty of each unit (:func:`uncertainty`).
+        Uncertainty of each unit (:func:`unitrefine.uncertainty.uncertainty`).
     n : int
         How many to choose (fewer if there are fewer units).
     spread : {"round_robin", "none"}
@@ -182,32 +143,6 @@ def select(recordings: Sequence[str] | np.ndarray, scores: np.ndarray, n: int, s
     return df["row"].to_numpy()[: max(int(n), 0)]
 
 
-def centre_on_threshold(proba: np.ndarray, threshold: float) -> np.ndarray:
-    """Binary probabilities rescaled so that the decision threshold on P(positive) maps to 0.5.
-
-    ``p`` below ``threshold`` maps linearly onto [0, 0.5), above it onto [0.5, 1]; the order of units on each
-    side is kept, and a unit exactly at the threshold becomes the most uncertain.
-    """
-    p = np.asarray(proba, dtype=np.float64)[:, 1]
-    t = float(threshold)
-    q = np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1.0 - t))
-    return np.column_stack([1.0 - q, q])
-
-
-def decision_threshold(pipeline: Any) -> float | None:
-    """The threshold on P(positive) a binary pipeline predicts with (a ``FixedThresholdClassifier`` as its last
-    step, as ``threshold.tune`` exports it), or None for argmax decisions."""
-    from sklearn.model_selection import FixedThresholdClassifier
-
-    last = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
-    if not isinstance(last, FixedThresholdClassifier) or len(getattr(last, "classes_", ())) != 2:
-        return None
-    t = last.threshold
-    if isinstance(t, str) or last.pos_label not in (None, last.classes_[1]):
-        return None  # "auto" is 0.5 on probabilities; another positive label is not what we export
-    return float(t) if 0.0 < float(t) < 1.0 else None
-
-
 def rank_candidates(predictions: pd.DataFrame, classes: Sequence[str], n: int, strategy: str = "margin",
                     spread: str = "round_robin", threshold: float | None = None) -> pd.DataFrame:
     """The suggestion table: the chosen units of ``predictions`` with their rank and score.
@@ -220,10 +155,10 @@ def rank_candidates(predictions: pd.DataFrame, classes: Sequence[str], n: int, s
     classes : sequence of str
         The model's classes, in the order of its probability columns.
     n, strategy, spread
-        See :func:`select` and :func:`uncertainty`.
+        See :func:`select` and :func:`unitrefine.uncertainty.uncertainty`.
     threshold : float, optional
         A binary model's decision threshold on P(``classes[1]``): scores are computed on
-        :func:`centre_on_threshold` probabilities.
+        :func:`~unitrefine.uncertainty.centre_on_threshold` probabilities.
 
     Returns
     -------
@@ -231,10 +166,7 @@ def rank_candidates(predictions: pd.DataFrame, classes: Sequence[str], n: int, s
         ``recording, unit_id, rank, score, predicted_label, probability_<class>...``, rank 1 first.
     """
     prob_cols = [f"probability_{c}" for c in classes]
-    proba = predictions[prob_cols].to_numpy(dtype=np.float64)
-    if threshold is not None and len(prob_cols) == 2:
-        proba = centre_on_threshold(proba, threshold)
-    scores = uncertainty(proba, strategy)
+    scores = table_uncertainty(predictions, [Stage(list(classes), threshold)], strategy)
     rows = select(predictions["recording"].to_numpy(), scores, n, spread)
     out = predictions.iloc[rows][["recording", "unit_id"]].reset_index(drop=True)
     out["rank"] = np.arange(1, len(rows) + 1)

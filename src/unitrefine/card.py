@@ -38,7 +38,22 @@ With unitrefine installed, `unitrefine.export.load_model_folder(path)` loads it 
 Required metrics (current SpikeInterface names): {", ".join(f"`{f}`" for f in info["features"])}."""
 
 
-def write_model_card(folder: Path, model: Any, info: dict[str, Any], metadata: dict[str, Any]) -> Path:
+def _reproducibility(info: dict[str, Any]) -> str:
+    search = info.get("search") or {}
+    text = (f"Seed {info.get('seed')}; trials {search.get('trial_counts', '?')} of a budget of "
+            f"{search.get('n_trials', '?')}, {search.get('n_jobs', '?')} side by side in a fixed order. "
+            "`python -m unitrefine.recreate source=<this folder>` re-trains it from `config.yaml` and checks that "
+            "the same model comes out.")
+    if search.get("stopped_by_timeout"):
+        text += (f" **The search stopped on its time cap** (`search.timeout_s={search.get('timeout_s')}`) before "
+                 "its trial budget was used: how many trials ran, and so this model, depend on the machine's speed "
+                 "and load, and re-training may give another model.")
+    return text
+
+
+def write_model_card(
+    folder: Path, model: Any, info: dict[str, Any], metadata: dict[str, Any], name: str | None = None
+) -> Path:
     """Write ``README.md`` (a skops model card) and ``metadata.json`` into ``folder``.
 
     Parameters
@@ -51,6 +66,8 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any], metadata: d
         The folder's ``model_info.json`` content.
     metadata : dict
         The dataset's ``metadata`` (species, brain areas, probe, ...).
+    name : str, optional
+        The folder's name once in place (``folder`` may be a staging folder); default ``folder.name``.
 
     Returns
     -------
@@ -111,7 +128,8 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any], metadata: d
     ):
         if (folder / name).is_file():
             card.add_plot(**{f"Figures/{title}": name})
-    card.add(**{"How to use": _how_to_use(folder.name, info), "Limitations": _LIMITATIONS})
+    card.add(**{"Reproducibility": _reproducibility(info)})
+    card.add(**{"How to use": _how_to_use(name or folder.name, info), "Limitations": _LIMITATIONS})
     path = folder / "README.md"
     card.save(path)
     return path

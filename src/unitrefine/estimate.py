@@ -17,15 +17,15 @@ carries a prediction interval for one new group: mean +/- t(n-1) x sd x sqrt(1 +
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from unitrefine.data import UnitTable
 from unitrefine.evaluation import balanced_accuracy
+from unitrefine.progress import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,38 @@ MIN_GROUPS = 3
 MAX_LISTED = 12
 #: Coverage of the prediction interval for one new group.
 INTERVAL_LEVEL = 0.9
+#: Review budgets of the curve (share of a new recording's units a curator checks, most uncertain first).
+REVIEW_BUDGETS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+def prediction_interval(values: Sequence[float], level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """Where one new group's score should fall with probability ``level``, from ``values`` of n groups.
+
+    Student-t prediction interval: mean +/- t(n-1) x sd x sqrt(1 + 1/n), clipped to [0, 1].
+    """
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    n, mean = len(v), float(np.mean(v))
+    half = t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) * np.sqrt(1 + 1 / n)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+@dataclass(frozen=True)
+class GroupScore:
+    """A refit's scores on one left-out group: the model alone, and curated after reviews of its units.
+
+    Attributes
+    ----------
+    balanced_accuracy : float
+        The model's labels alone.
+    curated : dict
+        Review budget (share of the group's units, the most uncertain first) -> balanced accuracy of the labels
+        after the curator's review replaced the model's on those units.
+    """
+
+    balanced_accuracy: float
+    curated: dict[float, float]
 
 
 @dataclass(frozen=True)
@@ -46,11 +78,16 @@ class GroupEstimate:
         ``subject`` or ``recording``.
     scores : dict
         Left-out group -> balanced accuracy of the model fitted on the other groups.
+    n_refits : int
+        How many refits made the scores.
+    curated : dict
+        Left-out group -> review budget -> curated balanced accuracy (:class:`GroupScore`); empty if not scored.
     """
 
     by: str
     scores: dict[str, float]
     n_refits: int
+    curated: dict[str, dict[float, float]] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -65,49 +102,53 @@ class GroupEstimate:
         return float(np.mean(list(self.scores.values())))
 
     def interval(self, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
-        """Where one new group's score should fall with probability ``level`` (Student-t prediction interval).
+        """Where one new group's score should fall with probability ``level`` (:func:`prediction_interval`)."""
+        return prediction_interval(list(self.scores.values()), level)
 
-        Parameters
-        ----------
-        level : float
-            Two-sided coverage.
-
-        Returns
-        -------
-        tuple of float
-            Lower and upper bound, clipped to [0, 1].
-        """
-        from scipy.stats import t
-
-        values = np.fromiter(self.scores.values(), float)
-        n = len(values)
-        half = t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) * np.sqrt(1 + 1 / n)
-        return max(0.0, self.mean - half), min(1.0, self.mean + half)
+    def review_curve(self, level: float = INTERVAL_LEVEL) -> list[dict[str, Any]]:
+        """Per review budget: the mean curated balanced accuracy over left-out groups and its prediction interval."""
+        if len(self.curated) < 2:
+            return []
+        budgets = list(next(iter(self.curated.values())))
+        curve = []
+        for b in budgets:
+            values = [c[b] for c in self.curated.values()]
+            low, high = prediction_interval(values, level)
+            curve.append({"review_fraction": b, "balanced_accuracy": float(np.mean(values)), "interval": [low, high],
+                          "per_group": {g: c[b] for g, c in self.curated.items()}})
+        return curve
 
 
-def _score_fold(fit: Callable[[UnitTable], Any], table: UnitTable, held: list[np.ndarray]) -> list[float]:
-    """Fit on every unit outside the fold's groups; score each of the fold's groups on its own."""
-    model = fit(table.subset(np.flatnonzero(~np.logical_or.reduce(held))))
-    scores = []
-    for mask in held:
-        part = table.subset(np.flatnonzero(mask))
-        scores.append(balanced_accuracy(part.y, np.asarray(model.predict(part.X))))
-    return scores
+@dataclass(frozen=True)
+class EstimatePlan:
+    """Which groups each refit of the estimate leaves out.
+
+    Attributes
+    ----------
+    by : str
+        ``subject`` or ``recording``.
+    folds : list of list of (group, mask)
+        Per refit, the groups it leaves out and a boolean mask of their units in the table.
+    groups : list of str
+        Every group scored, in the table's order.
+    """
+
+    by: str
+    folds: list[list[tuple[str, np.ndarray]]]
+    groups: list[str]
+
+    def training_positions(self, k: int) -> np.ndarray:
+        """Positions of the units refit ``k`` is fitted on (every unit outside its groups)."""
+        return np.flatnonzero(~np.logical_or.reduce([held for _, held in self.folds[k]]))
 
 
-def leave_group_out(
-    fit: Callable[[UnitTable], Any], table: UnitTable, n_jobs: int = 1, max_refits: int = 10, seed: int = 0
-) -> GroupEstimate | None:
-    """Refit with ``fit`` once per subject (or recording) on the others and score it on the one left out.
+def plan_estimate(table: UnitTable, max_refits: int = 10, seed: int = 0) -> EstimatePlan | None:
+    """Plan the refits: one per subject (or recording), each leaving it out; at most ``max_refits`` of them.
 
     Parameters
     ----------
-    fit : callable
-        Fits the model to export on a table (:meth:`unitrefine.final_model.FinalModel.fit`).
     table : UnitTable
         Every labelled unit, held-out recordings included.
-    n_jobs : int
-        Refits run side by side (processes; each fit uses one thread).
     max_refits : int
         With more usable groups than this, the groups are dealt (shuffled with ``seed``) into this many folds
         and each refit leaves a fold out; every group is still scored on its own.
@@ -116,9 +157,10 @@ def leave_group_out(
 
     Returns
     -------
-    GroupEstimate or None
-        None when there are fewer than three subjects and three recordings. Groups whose removal leaves a
-        class without training units, or that hold a single class, are skipped (logged).
+    EstimatePlan or None
+        None when there are fewer than three subjects and three recordings, or fewer than two usable groups.
+        Groups whose removal leaves a class without training units, or that hold a single class, are skipped
+        (logged).
     """
     by = next((b for b in ("subject", "recording") if table.units[b].nunique() >= MIN_GROUPS), None)
     if by is None:
@@ -137,11 +179,68 @@ def leave_group_out(
     order = np.random.default_rng(seed).permutation(len(usable)) if len(usable) > max_refits else range(len(usable))
     folds = [[usable[i] for i in order[k::max_refits]] for k in range(min(max_refits, len(usable)))]
     folds = [f for f in folds if _trainable(table, f, by)]
-    scores = Parallel(n_jobs=min(n_jobs, len(folds)))(
-        delayed(_score_fold)(fit, table, [held for _, held in fold]) for fold in folds)
-    by_group = {g: float(s) for fold, fold_scores in zip(folds, scores) for (g, _), s in zip(fold, fold_scores)}
-    ordered = {g: by_group[g] for g, _ in usable if g in by_group}
-    return GroupEstimate(by, ordered, len(folds)) if len(ordered) >= 2 else None
+    return EstimatePlan(by, folds, [g for g, _ in usable]) if folds else None
+
+
+def score_fold(model: Any, table: UnitTable, fold: list[tuple[str, np.ndarray]],
+               budgets: Sequence[float] = REVIEW_BUDGETS) -> list[GroupScore]:
+    """Scores of ``model`` on each of the fold's groups, each on its own: alone, and curated at each review budget.
+
+    The units a curator reviews first are those the model is least sure of around its own decision
+    (:func:`unitrefine.uncertainty.model_uncertainty`), as ``predict review=`` queues them.
+    """
+    from unitrefine.uncertainty import curated_scores, decision_threshold, model_uncertainty
+
+    threshold = decision_threshold(model)
+    scores = []
+    for _, mask in fold:
+        part = table.subset(np.flatnonzero(mask))
+        proba = np.asarray(model.predict_proba(part.X))
+        predicted = np.asarray(model.predict(part.X))
+        curated = curated_scores(part.y, predicted, model_uncertainty(proba, threshold), budgets) if budgets else {}
+        scores.append(GroupScore(balanced_accuracy(part.y, predicted), curated))
+    return scores
+
+
+def group_estimate(plan: EstimatePlan, scores: list[list[GroupScore]]) -> GroupEstimate | None:
+    """The estimate from each refit's per-group ``scores`` (in the plan's fold order); None below two groups."""
+    by_group = {g: sc for fold, fold_scores in zip(plan.folds, scores) for (g, _), sc in zip(fold, fold_scores)}
+    ordered = {g: by_group[g] for g in plan.groups if g in by_group}
+    if len(ordered) < 2:
+        return None
+    return GroupEstimate(plan.by, {g: float(sc.balanced_accuracy) for g, sc in ordered.items()}, len(plan.folds),
+                         {g: sc.curated for g, sc in ordered.items() if sc.curated})
+
+
+def leave_group_out(
+    fit: Callable[[UnitTable], Any], table: UnitTable, n_jobs: int = 1, max_refits: int = 10, seed: int = 0
+) -> GroupEstimate | None:
+    """Refit with ``fit`` once per subject (or recording) on the others and score it on the one left out.
+
+    Parameters
+    ----------
+    fit : callable
+        Fits the model to export on a table (:meth:`unitrefine.final_model.FinalModel.fit`).
+    table : UnitTable
+        Every labelled unit, held-out recordings included.
+    n_jobs : int
+        Refits run side by side (threads; each fit uses one thread).
+    max_refits, seed
+        See :func:`plan_estimate`.
+
+    Returns
+    -------
+    GroupEstimate or None
+        See :func:`plan_estimate`.
+    """
+    plan = plan_estimate(table, max_refits, seed)
+    if plan is None:
+        return None
+
+    def refit(k: int) -> list[GroupScore]:
+        return score_fold(fit(table.subset(plan.training_positions(k))), table, plan.folds[k])
+
+    return group_estimate(plan, parallel_map(refit, range(len(plan.folds)), n_jobs, "estimate refits"))
 
 
 def _trainable(table: UnitTable, fold: list[tuple[str, np.ndarray]], by: str) -> bool:
@@ -168,7 +267,7 @@ def new_recording_estimate(
         return {"balanced_accuracy": groups.mean, "source": groups.source,
                 "per_group": groups.scores, "min": min(groups.scores.values()), "max": max(groups.scores.values()),
                 "by": groups.by, "interval": [low, high], "interval_level": INTERVAL_LEVEL,
-                "holdout_balanced_accuracy": held, "optimistic": False}
+                "holdout_balanced_accuracy": held, "optimistic": False, "review_budget": groups.review_curve()}
     if holdout:
         per_rec = [m["balanced_accuracy"] for m in holdout["per_recording"].values()]
         return {"balanced_accuracy": held, "source": "held-out recordings", "per_group": {
@@ -192,6 +291,15 @@ def describe(estimate: dict[str, Any]) -> str:
         spread = f"one new {estimate['by']}: {low:.3f}-{high:.3f} ({level:.0%} prediction interval)"
     else:
         spread = f"they ranged over {estimate['min']:.3f}-{estimate['max']:.3f}"
-    return (f"Expected balanced accuracy on new recordings: {estimate['balanced_accuracy']:.3f} "
+    text = (f"Expected balanced accuracy on new recordings: {estimate['balanced_accuracy']:.3f} "
             f"({estimate['source']}: {per}; {spread}). The CV scores above are optimistic: each is the best of "
             "many trials.")
+    curve = estimate.get("review_budget") or []
+    if curve:
+        text += (f"\nWith a person's review of the units the model is least sure of (predict review=; share of a new "
+                 f"{estimate['by']}'s units -> expected balanced accuracy of the curated labels, "
+                 f"{estimate['interval_level']:.0%} interval): " + ", ".join(
+                     f"{c['review_fraction']:.0%} -> {c['balanced_accuracy']:.2f} ({c['interval'][0]:.2f}-"
+                     f"{c['interval'][1]:.2f})" for c in curve) + ". The reviewed units carry the person's labels: "
+                 "the score is of the curated recording, not of the model alone.")
+    return text

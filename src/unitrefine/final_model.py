@@ -106,6 +106,34 @@ class FinalModel:
         }
 
 
+def member(model: Pipeline, trial: int) -> Pipeline | None:
+    """The fitted pipeline of ``trial`` inside an exported ensemble (through its threshold), or None.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        What :meth:`FinalModel.fit` returned.
+    trial : int
+        A trial number.
+    """
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    est: Any = model
+    while True:
+        if isinstance(est, Pipeline) and len(est.steps) == 1 and est.steps[0][0] in ("thresholded", "ensemble"):
+            est = est.steps[0][1]
+        elif isinstance(est, (FixedThresholdClassifier, FrozenEstimator)):
+            est = est.estimator
+        else:
+            break
+    if not isinstance(est, VotingClassifier):
+        return None
+    found = est.named_estimators_.get(f"trial_{trial}")
+    return None if found is None else found.estimator
+
+
 def prepare_candidates(cfg: TrainConfig, study: optuna.Study, objective: Objective) -> None:
     """Give the ``ensemble.candidates`` best completed trials out-of-fold predictions in ``objective``.
 

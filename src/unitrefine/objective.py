@@ -89,9 +89,18 @@ class Objective:
             "each CV fold (search.unit_limits; null for no limit).", " and ".join(components), units, available,
         )
 
+    def sample(self, trial: optuna.Trial) -> PipelineSpec:
+        """Draw every parameter of ``trial``'s pipeline (a trial that has them gets them back unchanged).
+
+        A worker calls this as it starts the trial, while trials are started one at a time in order, so that
+        the sampler's random draws are taken in that order (:mod:`unitrefine.workers`); :meth:`__call__` then
+        reads the parameters back.
+        """
+        return self.space.sample(trial)
+
     def __call__(self, trial: optuna.Trial) -> float:
         """Cross-validate the trial's pipeline; prune after any fold the pruner says is hopeless."""
-        spec = self.space.sample(trial)
+        spec = self.sample(trial)
         scores: list[float] = []
         oof = np.full((len(self.y), int(self.y.max()) + 1), np.nan) if self.keep_oof else None
         # One thread per fit: parallelism comes from running trials side by side.

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 #: Phy shows every ``cluster_<field>.tsv`` (columns ``cluster_id``, ``<field>``) as a column of its cluster view.
 PHY_LABEL_FIELD = "unitrefine_label"
 PHY_PROBABILITY_FIELD = "unitrefine_probability"
+#: ``predict review=...``: the review rank (1 = look first) of the units in the review budget; other clusters have none.
+PHY_REVIEW_FIELD = "unitrefine_review"
 _TABLE_SUFFIXES = (".csv", ".tsv")
 
 
@@ -99,9 +101,25 @@ def write_predictions(table: pd.DataFrame, path: Path) -> None:
     _write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
-def phy_files(folder: Path) -> list[Path]:
-    """The TSVs :func:`write_phy` writes into a Phy folder."""
-    return [folder / f"cluster_{PHY_LABEL_FIELD}.tsv", folder / f"cluster_{PHY_PROBABILITY_FIELD}.tsv"]
+def count_units(src: Source) -> int:
+    """How many units an input holds, without computing anything (a table's rows; an analyzer's units)."""
+    if src.kind == "analyzer":
+        from spikeinterface.core import load_sorting_analyzer
+
+        from unitrefine.analyzers import open_analyzer
+
+        try:
+            analyzer = load_sorting_analyzer(src.path, load_extensions=False)
+        except Exception:  # noqa: BLE001 - SpikeInterface raises many kinds of error for damaged folders
+            analyzer = open_analyzer(src.path)  # raises its clear UnitRefineError
+        return int(analyzer.get_num_units())
+    return len(split_unit_ids(read_table(src.path, "metrics"), src.path)[0])
+
+
+def phy_files(folder: Path, review: bool = False) -> list[Path]:
+    """The TSVs :func:`write_phy` (and, with ``review``, :func:`write_phy_review`) write into a Phy folder."""
+    files = [folder / f"cluster_{PHY_LABEL_FIELD}.tsv", folder / f"cluster_{PHY_PROBABILITY_FIELD}.tsv"]
+    return files + [folder / f"cluster_{PHY_REVIEW_FIELD}.tsv"] if review else files
 
 
 def check_phy_folder(folder: Path) -> None:
@@ -112,6 +130,14 @@ def check_phy_folder(folder: Path) -> None:
         log.warning("%s has no params.py: is it a Phy folder? Writing the TSVs there anyway.", folder)
 
 
+def _cluster_ids(unit_ids: pd.Series) -> np.ndarray:
+    as_int = pd.to_numeric(unit_ids, errors="coerce")
+    if as_int.isna().any() or not np.all(np.mod(as_int, 1) == 0):
+        bad = unit_ids[as_int.isna() | (np.mod(as_int, 1) != 0)].tolist()[:5]
+        raise UnitRefineError(f"Unit ids {bad} are not integers, so they are not Phy cluster ids; phy_folder needs them.")
+    return as_int.astype(int).to_numpy()
+
+
 def write_phy(folder: Path, unit_ids: pd.Series, labels: pd.Series, confidence: pd.Series) -> list[Path]:
     """Write ``cluster_unitrefine_label.tsv`` and ``cluster_unitrefine_probability.tsv`` (Phy cluster ids).
 
@@ -120,11 +146,7 @@ def write_phy(folder: Path, unit_ids: pd.Series, labels: pd.Series, confidence: 
     UnitRefineError
         Unit ids that are not integers (Phy cluster ids are).
     """
-    as_int = pd.to_numeric(unit_ids, errors="coerce")
-    if as_int.isna().any() or not np.all(np.mod(as_int, 1) == 0):
-        bad = unit_ids[as_int.isna()].tolist()[:5]
-        raise UnitRefineError(f"Unit ids {bad} are not integers, so they are not Phy cluster ids; phy_folder needs them.")
-    ids = as_int.astype(int).to_numpy()
+    ids = _cluster_ids(unit_ids)
     label_file, probability_file = phy_files(folder)
     _write_atomic(label_file, lambda tmp: pd.DataFrame({"cluster_id": ids, PHY_LABEL_FIELD: labels.to_numpy()})
                   .to_csv(tmp, sep="\t", index=False))
@@ -133,13 +155,36 @@ def write_phy(folder: Path, unit_ids: pd.Series, labels: pd.Series, confidence: 
     return [label_file, probability_file]
 
 
-def set_properties(analyzer: Any, unit_ids: pd.Series, labels: pd.Series, confidence: pd.Series) -> None:
-    """Set the sorting properties SpikeInterface's curation uses: ``classifier_label``, ``classifier_probability``.
+def write_phy_review(folder: Path, unit_ids: pd.Series, needs_review: pd.Series, review_rank: pd.Series) -> Path:
+    """Write ``cluster_unitrefine_review.tsv``: the review rank of each unit in the budget (1 = look first).
+
+    Units outside the budget are not listed, so Phy shows them without a value: filter the cluster view with
+    ``unitrefine_review > 0`` and sort by the column.
+
+    Raises
+    ------
+    UnitRefineError
+        Unit ids that are not integers (Phy cluster ids are).
+    """
+    ids = _cluster_ids(unit_ids)
+    queued = needs_review.to_numpy(dtype=bool)
+    table = pd.DataFrame({"cluster_id": ids[queued], PHY_REVIEW_FIELD: review_rank.to_numpy(dtype=int)[queued]})
+    path = phy_files(folder, review=True)[-1]
+    _write_atomic(path, lambda tmp: table.sort_values(PHY_REVIEW_FIELD).to_csv(tmp, sep="\t", index=False))
+    return path
+
+
+def set_properties(analyzer: Any, table: pd.DataFrame) -> None:
+    """Set the sorting properties SpikeInterface's curation uses: ``classifier_label``, ``classifier_probability``
+    (from ``unit_id``, ``predicted_label``, ``confidence`` of ``table``), and with a review queue
+    ``classifier_needs_review`` (bool) and ``classifier_review_rank`` (1 = look first).
 
     They are saved with the analyzer when it is on disk (SpikeInterface writes them).
     """
     order = [str(u) for u in analyzer.unit_ids]
-    by_id_label = pd.Series(labels.to_numpy(), index=unit_ids.to_numpy()).reindex(order)
-    by_id_conf = pd.Series(confidence.to_numpy(), index=unit_ids.to_numpy()).reindex(order)
-    analyzer.set_sorting_property("classifier_label", by_id_label.to_numpy(dtype=str))
-    analyzer.set_sorting_property("classifier_probability", by_id_conf.to_numpy(dtype=float))
+    by_id = table.set_index(table["unit_id"].astype(str)).reindex(order)
+    analyzer.set_sorting_property("classifier_label", by_id["predicted_label"].to_numpy(dtype=str))
+    analyzer.set_sorting_property("classifier_probability", by_id["confidence"].to_numpy(dtype=float))
+    if "needs_review" in table.columns:
+        analyzer.set_sorting_property("classifier_needs_review", by_id["needs_review"].to_numpy(dtype=bool))
+        analyzer.set_sorting_property("classifier_review_rank", by_id["review_rank"].to_numpy(dtype=np.int64))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from unitrefine import analyzers as az
 from unitrefine import predict_io as io
@@ -28,6 +28,15 @@ from unitrefine import si_metrics as sm
 from unitrefine.data import RENAMED_METRICS, current_metric_name
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.options import MODEL_AND_DATA, command_options
+from unitrefine.uncertainty import (
+    ReviewBudget,
+    Stage,
+    add_review_queue,
+    check_budget,
+    decision_threshold,
+    parse_review_budget,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,7 @@ class PredictConfig:
     noise_label: str = "noise"
     n_jobs: int = 1
     overwrite: bool = False
+    review: Any = None  # a fraction, "10%", or a count of units (unitrefine.uncertainty.parse_review_budget)
 
 
 def parse_predict_config(cfg: DictConfig | dict[str, Any]) -> PredictConfig:
@@ -58,21 +68,9 @@ def parse_predict_config(cfg: DictConfig | dict[str, Any]) -> PredictConfig:
     Raises
     ------
     UnitRefineError
-        Unknown keys, missing ``model``/``data``/``output``, or more than two models.
+        Unknown keys, missing ``model``/``data``/``output``, more than two models, or a bad ``review``.
     """
-    raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    assert isinstance(raw, dict)
-    raw.pop("hydra", None)
-    known = set(PredictConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise UnitRefineError(f"Unknown predict option(s) {unknown}; the options are {sorted(known)}.")
-    missing = [k for k in ("model", "data", "output") if raw.get(k) in (None, "", "???")]
-    if missing:
-        raise UnitRefineError(
-            f"Set {', '.join(f'{k}=...' for k in missing)}: python -m unitrefine.predict model=<folder or "
-            "models:/name@alias> data=<csv, folder of csvs, or analyzer folder> output=<csv>"
-        )
+    raw = command_options(cfg, PredictConfig, "predict", ("model", "data", "output"), f"{MODEL_AND_DATA} output=<csv>")
     models = raw["model"] if isinstance(raw["model"], list) else [raw["model"]]
     if not 1 <= len(models) <= 2 or not all(isinstance(m, str) and m for m in models):
         raise UnitRefineError(
@@ -85,6 +83,7 @@ def parse_predict_config(cfg: DictConfig | dict[str, Any]) -> PredictConfig:
     out = PredictConfig(**raw)
     if out.n_jobs < 1:
         raise UnitRefineError(f"n_jobs must be >= 1 (got {out.n_jobs}).")
+    parse_review_budget(out.review)
     return out
 
 
@@ -365,8 +364,34 @@ class PredictResult:
     phy_files: list[Path]
 
 
+def _check_review(budget: ReviewBudget | None, sources: list[io.Source], data: str) -> None:
+    """A count of units must not exceed the data's units: checked before any work (analyzers are not opened)."""
+    if budget is not None and budget.count is not None:
+        check_budget(budget, sum(io.count_units(src) for src in sources), f"data={data}")
+
+
+def _write_outputs(predictions: pd.DataFrame, analyzers: dict[str, Any], output: Path, phy: Path | None,
+                   cfg: PredictConfig) -> list[Path]:
+    """The predictions CSV, the Phy TSVs and the analyzers' sorting properties."""
+    io.write_predictions(predictions, output)
+    written = []
+    if phy is not None:
+        written = io.write_phy(phy, predictions["unit_id"], predictions["predicted_label"], predictions["confidence"])
+        if "needs_review" in predictions.columns:
+            written.append(io.write_phy_review(phy, predictions["unit_id"], predictions["needs_review"],
+                                               predictions["review_rank"]))
+    if cfg.set_properties:
+        for name in [n for n, a in analyzers.items() if a is not None]:
+            io.set_properties(analyzers[name], predictions[predictions["recording"] == name])
+    return written
+
+
 def predict(cfg: PredictConfig) -> PredictResult:
     """Apply one model (or a two-model cascade) to every unit of the input and write the outputs.
+
+    With ``review``, the units the models are least sure about (:mod:`unitrefine.uncertainty`) make a review
+    queue over all units of the command: ``needs_review`` and ``review_rank`` columns, a Phy
+    ``cluster_unitrefine_review.tsv`` and analyzer properties.
 
     Parameters
     ----------
@@ -379,17 +404,20 @@ def predict(cfg: PredictConfig) -> PredictResult:
     Raises
     ------
     UnitRefineError
-        For bad input, models, or outputs that exist (without ``overwrite``); outputs are checked before work.
+        For bad input, models, a review budget larger than the data, or outputs that exist (without
+        ``overwrite``); outputs and the budget are checked before work.
     """
     sources = io.discover(Path(cfg.data).expanduser().resolve())
     output = Path(cfg.output).expanduser().resolve()
     phy = Path(cfg.phy_folder).expanduser().resolve() if cfg.phy_folder else None
+    budget = parse_review_budget(cfg.review)
     io.check_writable([output], cfg.overwrite)
     if phy is not None:
         if len(sources) != 1:
             raise UnitRefineError(f"phy_folder needs a single recording as data=; {cfg.data} holds {len(sources)}.")
         io.check_phy_folder(phy)
-        io.check_writable(io.phy_files(phy), cfg.overwrite)
+        io.check_writable(io.phy_files(phy, review=budget is not None), cfg.overwrite)
+    _check_review(budget, sources, cfg.data)
     models = load_models(cfg.model, cfg.trust, cfg.tracking_uri)
     if len(models) == 2:
         check_cascade(models[0], models[1], cfg.noise_label)
@@ -398,14 +426,10 @@ def predict(cfg: PredictConfig) -> PredictResult:
         table, analyzers[src.name] = predict_source(src, models, cfg)
         tables.append(table)
     predictions = pd.concat(tables, ignore_index=True)
-    io.write_predictions(predictions, output)
-    written = []
-    if phy is not None:
-        written = io.write_phy(phy, predictions["unit_id"], predictions["predicted_label"], predictions["confidence"])
-    if cfg.set_properties:
-        for name in [n for n, a in analyzers.items() if a is not None]:
-            part = predictions[predictions["recording"] == name]
-            io.set_properties(analyzers[name], part["unit_id"], part["predicted_label"], part["confidence"])
+    if budget is not None:
+        stages = [Stage(m.classes, decision_threshold(m.pipeline)) for m in models]
+        predictions = add_review_queue(predictions, stages, budget)
+    written = _write_outputs(predictions, analyzers, output, phy, cfg)
     # SpikeInterface's analyzer extensions raise in __del__ when they are only collected at interpreter exit
     # (analyzers hold reference cycles): free them now.
     analyzers.clear()
@@ -413,4 +437,7 @@ def predict(cfg: PredictConfig) -> PredictResult:
     counts = predictions["predicted_label"].value_counts().to_dict()
     log.info("Predicted %d units of %d recording(s): %s. Wrote %s%s.", len(predictions), len(sources), counts, output,
              "".join(f", {p}" for p in written))
+    if budget is not None:
+        log.info("Review queue (review=%s, %s): %d of %d units need review (needs_review, review_rank 1 = look first).",
+                 cfg.review, budget.describe(), int(predictions["needs_review"].sum()), len(predictions))
     return PredictResult(predictions, output, written)

@@ -15,7 +15,6 @@ from unitrefine.process import prepare_command_process
 prepare_command_process()
 
 import datetime as dt  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -30,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from unitrefine.config import CONF_DIR, TrainConfig, validate_config  # noqa: E402
 from unitrefine.errors import UnitRefineError  # noqa: E402
+from unitrefine.model_info import read_model_info  # noqa: E402
 
 log = logging.getLogger("unitrefine.promote")
 
@@ -74,7 +74,7 @@ def _download(tracker: Any, name: str, version: str, workdir: Path) -> Path:
 
 
 def _info(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "model_info.json").read_text(encoding="utf-8"))
+    return read_model_info(folder)
 
 
 def _on_dataset(cfg: TrainConfig, folder: Path, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,9 @@
 
 A version registered by ``unitrefine.train`` belongs to a training run whose ``model_folder`` artifacts
 are the exported model folder (``best_model.skops`` + ``model_info.json``); that folder is downloaded and
-loaded like any other, with the reviewed trusted types. MLflow's own copy of the pipeline is not used.
+loaded like any other, with the reviewed trusted types. The version's source is that same folder (an
+``MLmodel`` beside its one ``.skops``, so ``mlflow.sklearn.load_model`` reads the same file); versions
+registered by older unitrefine releases point at a separate MLflow copy of the pipeline, which is not used.
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from omegaconf import OmegaConf
@@ -19,10 +19,15 @@ from unitrefine.card import write_model_card
 from unitrefine.data import UnitTable
 from unitrefine.estimate import describe
 from unitrefine.evaluation import Plan, balanced_accuracy, holdout_report
-from unitrefine.export import INFO_FILE, dump_model, write_json, write_tables
+from unitrefine.export import MODEL_FILE, dump_model, write_tables
+from unitrefine.model_info import ModelInfo
+from unitrefine.progress import bar, ticking, working
 from unitrefine.search_space import PipelineSpec, SearchSpace
 
 log = logging.getLogger(__name__)
+
+#: Shuffles per feature for the held-out feature importance (a ranking for the figure, not a test).
+IMPORTANCE_REPEATS = 3
 
 
 def spec_params(spec: PipelineSpec) -> dict[str, Any]:
@@ -58,29 +63,6 @@ def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
     return df.sort_values(["cv_score", "trial"], ascending=[False, True], na_position="last").reset_index(drop=True)
 
 
-class Progress:
-    """A progress bar over trials showing the best score so far (an Optuna callback)."""
-
-    def __init__(self, total: int, done: int) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, initial=done, desc="trials", unit="trial", dynamic_ncols=True)
-        self._lock = threading.Lock()
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Advance the bar by one finished trial."""
-        with self._lock:
-            self.bar.update(1)
-            try:
-                self.bar.set_postfix(best=f"{study.best_value:.4f}", trial=study.best_trial.number)
-            except ValueError:  # no completed trial yet
-                pass
-
-    def close(self) -> None:
-        """Close the bar."""
-        self.bar.close()
-
-
 def predictions(model: Any, table: UnitTable) -> pd.DataFrame:
     """Per unit: recording, id, curators' label, true and predicted class, confidence, class probabilities."""
     proba = model.predict_proba(table.X)
@@ -95,15 +77,28 @@ def predictions(model: Any, table: UnitTable) -> pd.DataFrame:
 
 
 def permutation_importance(model: Any, table: UnitTable, scoring: str, seed: int, n_jobs: int) -> pd.DataFrame:
-    """Drop in ``scoring`` when each metric is shuffled (5 repeats), most important first."""
+    """Drop in ``scoring`` when each metric is shuffled (:data:`IMPORTANCE_REPEATS` repeats), most important first.
+
+    It ranks the metrics for the feature-importance figure, so a few repeats do; each repeat is one call of
+    scikit-learn's ``permutation_importance`` (progress shown per repeat). Features are shuffled on ``n_jobs``
+    threads: processes would each get a copy of the model (an ensemble of forests is hundreds of MB), and the
+    predictions release the GIL.
+    """
+    from joblib import parallel_config
     from sklearn.inspection import permutation_importance as sk_permutation_importance
 
-    with threadpool_limits(limits=1):
-        result = sk_permutation_importance(
-            model, table.X, table.y, scoring=scoring, n_repeats=5, random_state=seed, n_jobs=n_jobs
-        )
+    repeats = []
+    progress = bar(IMPORTANCE_REPEATS, "feature importance", "repeat")
+    with threadpool_limits(limits=1), parallel_config(backend="threading"), ticking(progress):
+        for r in range(IMPORTANCE_REPEATS):
+            result = sk_permutation_importance(model, table.X, table.y, scoring=scoring, n_repeats=1,
+                                               random_state=seed + r, n_jobs=n_jobs)
+            repeats.append(result.importances[:, 0])
+            progress.update(1)
+    progress.close()
+    drops = np.column_stack(repeats)
     return pd.DataFrame(
-        {"feature": table.X.columns, "importance_mean": result.importances_mean, "importance_std": result.importances_std}
+        {"feature": table.X.columns, "importance_mean": drops.mean(axis=1), "importance_std": drops.std(axis=1)}
     ).sort_values("importance_mean", ascending=False, ignore_index=True)
 
 
@@ -136,15 +131,52 @@ def evaluate_holdout(
     return HeldOut(report, preds, permutation_importance(model, part, scoring, seed, n_jobs), part)
 
 
-def write_folder(
-    folder: Path, *, model: Any, info: dict[str, Any], config: dict[str, Any], fitted_on: UnitTable,
-    table: UnitTable, plan: Plan, board: pd.DataFrame, study: optuna.Study, held: HeldOut | None,
-    metadata: dict[str, Any],
-) -> None:
-    """Write a model folder's contents: model, model_info.json, tables, figures and model card."""
-    dump_model(model, folder)
-    write_json(folder / INFO_FILE, info)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
+@dataclass(frozen=True)
+class Export:
+    """What a model folder is written from.
+
+    Attributes
+    ----------
+    model : estimator
+        The exported pipeline.
+    info : ModelInfo
+        Its ``model_info.json``.
+    config : dict
+        The resolved training configuration (``config.yaml``).
+    fitted_on, table : UnitTable
+        The units the model was fitted on; every labelled unit.
+    plan : Plan
+        The held-out split and CV folds.
+    board : pandas.DataFrame
+        The leaderboard of every trial.
+    study : optuna.Study
+    held : HeldOut or None
+        The held-out evaluation.
+    metadata : dict
+        The dataset's metadata (species, probe, ...).
+    """
+
+    model: Any
+    info: ModelInfo
+    config: dict[str, Any]
+    fitted_on: UnitTable
+    table: UnitTable
+    plan: Plan
+    board: pd.DataFrame
+    study: optuna.Study
+    held: HeldOut | None
+    metadata: dict[str, Any]
+
+
+def write_folder(folder: Path, export: Export, name: str | None = None) -> None:
+    """Write a model folder's contents into ``folder``: model, model_info.json, tables, figures and model card.
+
+    ``name``: the folder's name once in place, when ``folder`` is a staging folder (the card refers to it).
+    """
+    with working(f"writing {MODEL_FILE}"):
+        dump_model(export.model, folder)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(export.config), encoding="utf-8")
+    fitted_on, table, held = export.fitted_on, export.table, export.held
     training_data = fitted_on.X.copy()
     training_data.insert(0, "unit_id", fitted_on.units["unit_id"].to_numpy())
     training_data.insert(0, "recording", fitted_on.units["recording"].to_numpy())
@@ -152,10 +184,10 @@ def write_folder(
         **{"class": [table.classes[i] for i in fitted_on.y], "class_code": fitted_on.y}
     )
     tables = {
-        "model_accuracies.csv": board,
+        "model_accuracies.csv": export.board,
         "training_data.csv": training_data,
         "labels.csv": labels,
-        "splits.csv": plan.assignment(table),
+        "splits.csv": export.plan.assignment(table),
     }
     if held is not None:
         tables["holdout_predictions.csv"] = held.predictions
@@ -171,22 +203,46 @@ def write_folder(
             plots.roc_pr(held.part.y, held.predictions[f"probability_{positive}"].to_numpy(), positive,
                          folder / "roc_curve.png", folder / "pr_curve.png")
     write_tables(folder, tables)
-    plots.optimization_history(study, folder / "optimization_history.png")
-    plots.param_importances(study, folder / "param_importance.png")
-    write_model_card(folder, model, info, metadata)
+    plots.optimization_history(export.study, folder / "optimization_history.png")
+    plots.param_importances(export.study, folder / "param_importance.png")
+    info = export.info.to_dict()
+    write_model_card(folder, export.model, info, export.metadata, name)
+    export.info.write(folder)
 
 
-def summary(
-    experiment: str, scoring: str, counts: dict[str, int], wall_time_s: float, board: pd.DataFrame,
-    exported: str, holdout: dict[str, Any] | None, estimate: dict[str, Any], folder: Path, run_id: str | None,
-    version: str | None, tracking_uri: str | None,
-) -> str:
-    """The end-of-run summary: top trials, held-out scores, the estimate for new recordings, where to look."""
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    experiment: str
+    model_folder: Path
+    run_id: str | None
+    tracking_uri: str | None
+    model_version: str | None
+    best_trial: int
+    best_cv_score: float
+    best_spec: PipelineSpec
+    ensemble: dict[int, int] | None
+    holdout: dict[str, Any] | None
+    estimate: dict[str, Any]
+    trial_counts: dict[str, int]
+    wall_time_s: float
+    stage_seconds: dict[str, float]
+    study: optuna.Study
+    leaderboard: pd.DataFrame
+
+
+def summary(result: TrainResult, scoring: str) -> str:
+    """The end-of-run summary: top trials, held-out scores, the estimate for new recordings, stage times, where to look."""
+    board, holdout = result.leaderboard, result.holdout
+    exported = (f"soft-voting ensemble of trials {result.ensemble} (trial: weight)" if result.ensemble
+                else f"trial {result.best_trial}")
     top = board[board["state"] == "complete"].head(5)
     cols = ["trial", "cv_score", "cv_score_std", "imputer", "scaler", "resampler", "classifier"]
     lines = [
         "",
-        f"Study '{experiment}': {counts} trials in {wall_time_s:.0f} s",
+        f"Study '{result.experiment}': {result.trial_counts} trials; run took {result.wall_time_s:.0f} s",
+        "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result.stage_seconds.items()),
         f"Top trials (CV {scoring}):",
         top[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         f"Exported model: {exported}",
@@ -196,12 +252,12 @@ def summary(
         lines.append(f"Held-out recordings: balanced accuracy {holdout['balanced_accuracy']:.4f} ({per_rec})")
     else:
         lines.append("No held-out recordings (cv.holdout_recordings is empty).")
-    lines.append(describe(estimate))
-    lines.append(f"Model folder: {folder}")
-    if run_id:
-        lines.append(f"MLflow run: {run_id} (model version {version})")
+    lines.append(describe(result.estimate))
+    lines.append(f"Model folder: {result.model_folder}")
+    if result.run_id:
+        lines.append(f"MLflow run: {result.run_id} (model version {result.model_version})")
         lines.append(
             "Open the UI: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
-            f"--backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
+            f"--backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
         )
     return "\n".join(lines)

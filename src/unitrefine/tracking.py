@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from unitrefine.errors import is_interrupt
+from unitrefine.errors import UnitRefineError, is_interrupt
+from unitrefine.model_info import read_model_info
 from unitrefine.study import WARM_START_ATTR
 
 log = logging.getLogger(__name__)
@@ -31,11 +34,160 @@ _RUN_STATUS = {
     optuna.trial.TrialState.FAIL: "FAILED",
 }
 _MAX_PARAM = 6000
+#: Where a training run's model folder goes among its artifacts; a registered version's source is this folder.
+MODEL_FOLDER = "model_folder"
+#: The experiment tag the MLflow 3.17 UI reads to open an experiment on its runs instead of its GenAI view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: Uploads at least this large show a progress bar (on a terminal).
+_BAR_BYTES = 20 * 2**20
 
 
 def default_tracking_uri(root: Path) -> str:
     """``sqlite:///<root>/mlruns/mlflow.db``: the project's store, wherever the command is run from."""
     return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Read-only lookups: they never create a store, an experiment or a run
+# ------------------------------------------------------------------------------------------------------------
+
+
+class StoreMissing(UnitRefineError):
+    """A read-only lookup in a SQLite store whose file does not exist (opening it would create it).
+
+    Attributes
+    ----------
+    path : Path
+        The missing database file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"No MLflow store at {path}.")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a read-only lookup tells of an MLflow run."""
+
+    run_id: str
+    name: str
+    status: str
+    experiment_id: str
+    tags: dict[str, str]
+
+
+def _check_store(uri: str) -> None:
+    """Raise :class:`StoreMissing` if ``uri`` names a SQLite file that does not exist."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise StoreMissing(Path(uri.removeprefix("sqlite:///")))
+
+
+def _reader(uri: str) -> MlflowClient:
+    """A client of an existing store (:class:`StoreMissing` for a SQLite file that does not exist)."""
+    _check_store(uri)
+    return MlflowClient(uri)
+
+
+def read_run(uri: str, run_id: str) -> RunSummary | None:
+    """The name, status, experiment and tags of MLflow run ``run_id`` in the store ``uri``.
+
+    Returns
+    -------
+    RunSummary or None
+        None if the store has no such run.
+
+    Raises
+    ------
+    StoreMissing
+        If ``uri`` names a SQLite file that does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _reader(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    info = run.info
+    return RunSummary(info.run_id, info.run_name, info.status, info.experiment_id, dict(run.data.tags))
+
+
+def study_workers(uri: str, run: RunSummary) -> tuple[str, ...]:
+    """The worker processes that ran the trials of study run ``run`` (its trial runs' ``unitrefine.worker`` tags)."""
+    runs = _reader(uri).search_runs(
+        [run.experiment_id], f"tags.`mlflow.parentRunId` = '{run.run_id}'", max_results=50000
+    )
+    return tuple(sorted({r.data.tags["unitrefine.worker"] for r in runs if "unitrefine.worker" in r.data.tags}))
+
+
+def registered_version(uri: str, spec: str) -> tuple[str, str]:
+    """The version and the training run of a registered model, looked up read-only.
+
+    Parameters
+    ----------
+    uri : str
+        The MLflow tracking/registry store.
+    spec : str
+        ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+
+    Returns
+    -------
+    version, run_id : str
+
+    Raises
+    ------
+    UnitRefineError
+        A malformed ``spec``, or a name, alias or version the registry does not hold.
+    StoreMissing
+        If ``uri`` names a SQLite file that does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from unitrefine.registry import parse_uri
+
+    name, alias, version = parse_uri(spec)
+    client = _reader(uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnitRefineError(f"{spec} is not in the registry at {uri} ({first}).") from None
+    return str(mv.version), str(mv.run_id)
+
+
+def has_model_folder(uri: str, run_id: str) -> bool:
+    """Whether run ``run_id`` holds a model folder among its artifacts (:data:`MODEL_FOLDER`)."""
+    return bool(_reader(uri).list_artifacts(run_id, MODEL_FOLDER))
+
+
+def download_run_folder(uri: str, run_id: str, destination: Path) -> Path:
+    """Download the model folder (:data:`MODEL_FOLDER` artifacts) of run ``run_id`` into ``destination``.
+
+    Returns
+    -------
+    Path
+        The local model folder.
+
+    Raises
+    ------
+    UnitRefineError
+        If the download fails.
+    StoreMissing
+        If ``uri`` names a SQLite file that does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    _check_store(uri)
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=MODEL_FOLDER, dst_path=str(destination), tracking_uri=uri
+        )
+    except (MlflowException, OSError) as exc:
+        raise UnitRefineError(f"Could not download the model folder of MLflow run {run_id} ({exc}).") from None
+    return Path(path)
 
 
 def _ms(ts: Any) -> int | None:
@@ -52,6 +204,71 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def write_mlmodel(
+    dest: Path,
+    folder: Path,
+    model_file: str,
+    input_example: pd.DataFrame,
+    trusted_types: list[str],
+    pip_requirements: list[str],
+    run_id: str | None,
+) -> None:
+    """Write into ``dest`` the files that make ``folder`` an MLflow model, without serialising the model again.
+
+    What ``mlflow.sklearn.save_model(..., serialization_format="skops", pyfunc_predict_fn="predict_proba")``
+    writes beside its own ``model.skops``: ``MLmodel`` (sklearn and python_function flavours pointing at
+    ``model_file``, the trusted types, the signature), the input example, ``requirements.txt``,
+    ``conda.yaml`` and ``python_env.yaml``. The signature's outputs are ``predict_proba``'s: one float64
+    column per class of ``model_info.json``'s ``label_conversion``.
+
+    Parameters
+    ----------
+    dest : Path
+        An empty folder; its files go next to ``model_file`` (they name no other ``.skops`` file).
+    folder : Path
+        The model folder (``model_file`` and ``model_info.json``).
+    model_file : str
+        The folder's ``.skops`` file.
+    input_example : DataFrame
+        A few rows of features.
+    trusted_types : list of str
+        Types ``mlflow.sklearn.load_model`` passes to ``skops.io.load`` as trusted.
+    pip_requirements : list of str
+        The model's requirements; MLflow's own pin is added.
+    run_id : str or None
+        The run whose artifacts hold ``folder``.
+    """
+    from importlib.metadata import version
+
+    import numpy as np
+    import yaml
+    from mlflow.models import Model, ModelSignature, infer_signature
+    from mlflow.models.utils import _save_example
+    from mlflow.pyfunc import add_to_model
+    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.utils.environment import _process_pip_requirements, _PythonEnv
+
+    info = read_model_info(folder)
+    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, len(info["label_conversion"])))])
+    model = Model(artifact_path=MODEL_FOLDER, run_id=run_id)
+    model.signature = ModelSignature(infer_signature(input_example).inputs, outputs)
+    _save_example(model, input_example, str(dest))
+    add_to_model(
+        model, loader_module="mlflow.sklearn", model_path=model_file, conda_env="conda.yaml",
+        python_env="python_env.yaml", predict_fn="predict_proba",
+    )
+    model.add_flavor(
+        "sklearn", pickled_model=model_file, sklearn_version=version("scikit-learn"), serialization_format="skops",
+        code=None, skops_trusted_types=list(trusted_types),
+    )
+    model.model_size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    conda_env, requirements, _ = _process_pip_requirements([], list(pip_requirements))
+    model.save(str(dest / "MLmodel"))
+    (dest / "conda.yaml").write_text(yaml.safe_dump(conda_env, default_flow_style=False), encoding="utf-8")
+    (dest / "requirements.txt").write_text("\n".join(requirements), encoding="utf-8")
+    _PythonEnv.current().to_yaml(str(dest / "python_env.yaml"))
 
 
 @dataclass(frozen=True)
@@ -129,6 +346,11 @@ class Tracker:
         MLflow experiment; created with ``artifact_location`` if it does not exist.
     artifact_location : str or None
         Where the experiment's artifacts go (only used when creating the experiment).
+
+    Notes
+    -----
+    The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (also an existing one that
+    has no kind yet), so that the MLflow UI opens it on its runs rather than on its GenAI view.
     """
 
     def __init__(self, uri: str, experiment_name: str, artifact_location: str | None) -> None:
@@ -136,11 +358,14 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         exp = self.client.get_experiment_by_name(experiment_name)
-        self.experiment_id = (
-            exp.experiment_id
-            if exp is not None
-            else self.client.create_experiment(experiment_name, artifact_location=artifact_location)
-        )
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment_name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+            if EXPERIMENT_KIND_TAG not in exp.tags:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.parent_id: str | None = None
         self._writer = RunWriter(self._write_trial)
 
@@ -247,9 +472,32 @@ class Tracker:
         self.client.log_batch(self.parent_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
-        """Upload every file under ``folder`` to the parent run."""
+        """Upload every file under ``folder`` to the parent run, logging how many files and MB, and how long it took.
+
+        Uploads of at least 20 MB show a progress bar (in bytes, with the file being uploaded) on a terminal;
+        log lines written meanwhile go through the bar, not over it.
+        """
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         assert self.parent_id is not None
-        self.client.log_artifacts(self.parent_id, str(folder), artifact_path)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        sizes = [p.stat().st_size for p in files]
+        total = sum(sizes)
+        log.info("Uploading %d files (%.1f MB) from %s to MLflow run %s.",
+                 len(files), total / 1e6, folder, self.parent_id)
+        started = time.perf_counter()
+        with logging_redirect_tqdm(), tqdm(
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="upload", leave=False,
+            disable=True if total < _BAR_BYTES else None,  # None: shown on a terminal only
+        ) as bar:
+            for path, size in zip(files, sizes, strict=True):
+                bar.set_postfix_str(path.name, refresh=False)
+                parts = [artifact_path, path.parent.relative_to(folder).as_posix()]
+                destination = "/".join(p for p in parts if p and p != ".") or None
+                self.client.log_artifact(self.parent_id, str(path), destination)
+                bar.update(size)
+        log.info("Uploaded %d files (%.1f MB) in %.1f s.", len(files), total / 1e6, time.perf_counter() - started)
 
     def log_trial(
         self,
@@ -302,42 +550,74 @@ class Tracker:
 
     def log_model(
         self,
-        pipeline: Any,
+        folder: Path,
         input_example: pd.DataFrame,
         trusted_types: list[str],
         pip_requirements: list[str],
         registered_name: str | None,
     ) -> str | None:
-        """Log the exported pipeline (sklearn flavour, skops format) and register it.
+        """Make the run's uploaded model folder an MLflow model (sklearn flavour, skops) and register it.
+
+        The model is stored once, compressed: an ``MLmodel`` file (and MLflow's environment and input-example
+        files) is written beside the folder's ``.skops`` file in the run's ``model_folder`` artifacts, its
+        sklearn flavour pointing at that file, and the registered version's source is that folder. So
+        ``models:/<name>@<alias>`` loads with ``mlflow.sklearn.load_model`` / ``mlflow.pyfunc.load_model``
+        (``predict_proba``) as well as with SpikeInterface's ``load_model`` and unitrefine's own loader. The
+        folder is uploaded first if the run does not hold it yet (:meth:`log_artifacts`).
+
+        Parameters
+        ----------
+        folder : Path
+            The exported model folder (exactly one ``.skops`` file and ``model_info.json``).
+        input_example : DataFrame
+            A few rows of features, as the model takes them: the signature's inputs and the input example.
+        trusted_types : list of str
+            The reviewed types the ``.skops`` file needs trusted (:data:`unitrefine.estimators.TRUSTED_TYPES`).
+        pip_requirements : list of str
+            The model's requirements (``package==version``).
+        registered_name : str or None
+            Register under this name; None: log the MLflow model without registering it.
 
         Returns
         -------
         str or None
             The registered model version, or None when not registering.
         """
-        from mlflow.models import infer_signature
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-        signature = infer_signature(input_example, pipeline.predict_proba(input_example))
-        info = mlflow.sklearn.log_model(
-            sk_model=pipeline,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=trusted_types,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements,
-            registered_model_name=registered_name,
-            pyfunc_predict_fn="predict_proba",
-        )
-        version = getattr(info, "registered_model_version", None)
-        return None if version is None else str(version)
-
+        assert self.parent_id is not None
+        models = sorted(folder.glob("*.skops"))
+        if len(models) != 1:
+            raise UnitRefineError(
+                f"Model folder {folder} must hold exactly one .skops file; it holds {[m.name for m in models]}."
+            )
+        model_file = models[0]
+        listed = self.client.list_artifacts(self.parent_id, MODEL_FOLDER)
+        uploaded = {f.path.rsplit("/", 1)[-1]: f.file_size for f in listed}
+        if uploaded.get(model_file.name) != model_file.stat().st_size:
+            self.log_artifacts(folder, MODEL_FOLDER)
+        with tempfile.TemporaryDirectory(prefix="unitrefine-mlmodel-") as tmp:
+            write_mlmodel(Path(tmp), folder, model_file.name, input_example, trusted_types, pip_requirements,
+                          self.parent_id)
+            self.client.log_artifacts(self.parent_id, tmp, MODEL_FOLDER)
+        if registered_name is None:
+            return None
+        try:
+            self.client.create_registered_model(registered_name)
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        source = f"{self.client.get_run(self.parent_id).info.artifact_uri.rstrip('/')}/{MODEL_FOLDER}"
+        mv = self.client.create_model_version(registered_name, source, run_id=self.parent_id)
+        log.info("Registered '%s' version %s: the run's %s (%s).", registered_name, mv.version, MODEL_FOLDER, source)
+        return str(mv.version)
 
     def download_model_folder(self, run_id: str, destination: Path) -> Path:
         """Download a training run's exported model folder (its ``model_folder`` artifacts)."""
         destination.mkdir(parents=True, exist_ok=True)
         path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="model_folder", dst_path=str(destination), tracking_uri=self.uri
+            run_id=run_id, artifact_path=MODEL_FOLDER, dst_path=str(destination), tracking_uri=self.uri
         )
         return Path(path)
 
@@ -420,6 +700,13 @@ class NullTracker:
     ) -> None:
         """Do nothing."""
 
-    def log_model(self, *args: Any, **kwargs: Any) -> str | None:
+    def log_model(
+        self,
+        folder: Path,
+        input_example: pd.DataFrame,
+        trusted_types: list[str],
+        pip_requirements: list[str],
+        registered_name: str | None,
+    ) -> str | None:
         """Register nothing."""
         return None

@@ -26,6 +26,7 @@ import pandas as pd
 
 from unitrefine.config import TrainConfig
 from unitrefine.errors import UnitRefineError
+from unitrefine.model_info import INFO_FILE, read_model_info
 from unitrefine.search_space import Param, SearchSpace
 from unitrefine.study import WARM_START_ATTR
 
@@ -56,12 +57,11 @@ def previous_configurations(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     if not folder.is_dir():
         raise UnitRefineError(f"search.warm_start: the model folder {folder} does not exist.")
     found: list[tuple[str, dict[str, Any]]] = []
-    info_path = folder / "model_info.json"
-    if info_path.is_file():
+    if (folder / INFO_FILE).is_file():
         try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UnitRefineError(f"search.warm_start: {info_path} is not valid JSON ({exc}).") from None
+            info = read_model_info(folder)
+        except UnitRefineError as exc:
+            raise UnitRefineError(f"search.warm_start: {exc}") from None
         if isinstance(info.get("best_configuration"), dict):
             found.append(("best configuration", info["best_configuration"]))
         members = sorted(info.get("ensemble") or [], key=lambda m: -int(m.get("weight", 0)))
@@ -246,8 +246,8 @@ def warm_start_trials(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]
 
 def _task_of(folder: Path) -> str | None:
     try:
-        info = json.loads((folder / "model_info.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        info = read_model_info(folder)
+    except UnitRefineError:
         return None
     task = info.get("task")
     return task.get("name") if isinstance(task, dict) else None

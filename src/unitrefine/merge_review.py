@@ -1,0 +1,39 @@
+"""Command line: ``python -m unitrefine.merge_review predictions=<csv> review=<Phy folder | labels csv> output=<csv>``.
+
+The final curated labels: the curator's where they reviewed a unit, the model's elsewhere (``label_source``),
+and how often the model agreed with the reviewed units. Options are in ``conf/merge_review.yaml``; the logic
+is :mod:`unitrefine.curated`.
+"""
+
+from __future__ import annotations
+
+from unitrefine.process import prepare_command_process
+
+prepare_command_process()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from unitrefine.config import CONF_DIR  # noqa: E402
+from unitrefine.errors import UnitRefineError  # noqa: E402
+
+log = logging.getLogger("unitrefine")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="merge_review")
+def main(cfg: DictConfig) -> None:
+    """Validate the options and merge; user errors end with a message and exit status 2."""
+    from unitrefine.curated import merge_review, parse_merge_review_config
+
+    try:
+        merge_review(parse_merge_review_config(cfg))
+    except UnitRefineError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
