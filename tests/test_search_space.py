@@ -524,3 +524,13 @@ def test_every_classifier_fits_three_classes(choice: str, three_class) -> None:
     pred, _ = check_fit(space, space.spec_from_params(params), X, y)
     assert set(np.unique(pred)) <= {0, 1, 2}
     assert balanced_accuracy_score(y, pred) > 0.6
+
+
+def test_partial_spec_is_the_pipeline_of_complete_parameters_and_empty_for_a_half_drawn_trial() -> None:
+    space = parse_search_space(load_raw("fast"))
+    params = space.fixed_trials()[-1]  # random_forest at its middle settings
+    assert space.partial_spec(params) == space.spec_from_params(params)
+    assert space.partial_spec(params)["classifier"].name == "random_forest"
+    # Stopped after the classifier was chosen, before its parameters were drawn.
+    half = {k: v for k, v in params.items() if not k.startswith("random_forest.")}
+    assert space.partial_spec(half) == {}

@@ -11,11 +11,17 @@ from conftest import make_config
 from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
-from unitrefine.config import SearchConfig
+from unitrefine.config import CONF_DIR, SearchConfig, compose_config, validate_config
 from unitrefine.study import (
     TIMEOUT_ATTR, WindowedHyperbandPruner, WindowedMedianPruner, budget, make_pruner, stopped_by_timeout,
 )
 from unitrefine.training import train
+
+
+@pytest.mark.parametrize("experiment", [None, *sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))])
+def test_every_shipped_experiment_stops_on_a_trial_budget_not_a_time_cap(experiment: str | None) -> None:
+    cfg = validate_config(compose_config([] if experiment is None else [f"+experiment={experiment}"]))
+    assert cfg.search.timeout_s is None and cfg.search.n_trials > 0
 
 
 def test_a_time_cap_that_ends_the_search_is_recorded_in_the_study_and_warned_about(

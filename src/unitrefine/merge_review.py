@@ -12,13 +12,12 @@ from unitrefine.process import prepare_command_process
 prepare_command_process()
 
 import logging  # noqa: E402
-import sys  # noqa: E402
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from unitrefine.config import CONF_DIR  # noqa: E402
-from unitrefine.errors import UnitRefineError  # noqa: E402
+from unitrefine.errors import command_exits  # noqa: E402
 
 log = logging.getLogger("unitrefine")
 
@@ -28,11 +27,8 @@ def main(cfg: DictConfig) -> None:
     """Validate the options and merge; user errors end with a message and exit status 2."""
     from unitrefine.curated import merge_review, parse_merge_review_config
 
-    try:
+    with command_exits():
         merge_review(parse_merge_review_config(cfg))
-    except UnitRefineError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from unitrefine.config import CONF_DIR  # noqa: E402
-from unitrefine.errors import UnitRefineError, is_interrupt  # noqa: E402
+from unitrefine.errors import command_exits  # noqa: E402
 
 log = logging.getLogger("unitrefine")
 
-#: Exit status when the re-created model differs from the recorded one.
+#: Exit status when the re-created model differs from the recorded one (4: the data changed,
+#: :class:`unitrefine.recreation.DataChanged`).
 EXIT_DIFFERS = 3
-#: Exit status when the recorded data changed and nothing was trained.
-EXIT_DATA_CHANGED = 4
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="recreate")
@@ -33,25 +32,14 @@ def main(cfg: DictConfig) -> None:
     """Validate the options, re-create and compare; exit 0 (identical), 3 (differs), 4 (data changed) or 2."""
     import optuna
 
-    from unitrefine.recreation import DataChanged, parse_recreate_config, recreate
+    from unitrefine.recreation import parse_recreate_config, recreate
 
     # The progress bar and our log report each trial (as in unitrefine.train).
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
+    with command_exits("Interrupted: nothing recorded was changed."):
         options = parse_recreate_config(cfg)
         report = recreate(options.source, options.output, tracking_uri=options.tracking_uri,
                           tolerance=options.tolerance)
-    except DataChanged as exc:
-        log.error("%s", exc)
-        sys.exit(EXIT_DATA_CHANGED)
-    except UnitRefineError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    except BaseException as exc:  # a Ctrl-C, or an error raised while handling one (see is_interrupt)
-        if not is_interrupt(exc):
-            raise
-        log.error("Interrupted: nothing recorded was changed.")
-        sys.exit(130)
     if not report.identical:
         sys.exit(EXIT_DIFFERS)
 

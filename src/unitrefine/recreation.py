@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from unitrefine.config import PROJECT_ROOT, TrainConfig, validate_config
 from unitrefine.data import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
+from unitrefine.options import command_options
 from unitrefine.recreation_checks import (
     current_units, data_differences, export_differences, holdout_difference, prediction_difference, read_units,
     reproducibility_warnings, trial_differences,
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 class DataChanged(UnitRefineError):
     """The recorded run's data are not the data found now; nothing was trained."""
+
+    exit_status = 4
 
 
 def recreate(
@@ -293,16 +296,8 @@ def parse_recreate_config(cfg: DictConfig | Mapping[str, Any]) -> RecreateOption
     UnitRefineError
         Unknown options, a missing ``source`` or a negative ``tolerance``.
     """
-    raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    assert isinstance(raw, dict)
-    raw.pop("hydra", None)
-    known = set(RecreateOptions.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise UnitRefineError(f"Unknown recreate option(s) {unknown}; the options are {sorted(known)}.")
-    if raw.get("source") in (None, "", "???"):
-        raise UnitRefineError("Set source=...: python -m unitrefine.recreate source=<model folder | MLflow run id | "
-                              "models:/name@alias> [output=<folder for the re-created model>]")
+    raw = command_options(cfg, RecreateOptions, "recreate", ("source",), "source=<model folder | MLflow run id | "
+                          "models:/name@alias> [output=<folder for the re-created model>]")
     try:
         tolerance = float(raw.get("tolerance") or 0.0)
     except (TypeError, ValueError):

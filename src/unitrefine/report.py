@@ -44,7 +44,7 @@ def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
     rows = []
     for t in study.trials:
         folds = t.user_attrs.get("fold_scores", [])
-        spec = space.spec_from_params(t.params) if set(space.slots) <= set(t.params) else {}
+        spec = space.partial_spec(t.params)
         rows.append(
             {
                 "trial": t.number,

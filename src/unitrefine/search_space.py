@@ -82,6 +82,14 @@ class SearchSpace:
             )
         return spec
 
+    def partial_spec(self, params: Mapping[str, Any]) -> PipelineSpec:
+        """The pipeline of a trial's parameters, or ``{}`` when they are incomplete (a trial stopped while its
+        parameters were drawn: the slot was chosen, its component's parameters not yet)."""
+        try:
+            return self.spec_from_params(params)
+        except KeyError:
+            return {}
+
     def fixed_trials(self) -> list[dict[str, Any]]:
         """One Optuna parameter set per classifier with everything at its middle/first value.
 

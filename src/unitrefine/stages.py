@@ -195,7 +195,7 @@ def search(cfg: TrainConfig, data: Data, run: RunRecord) -> Exporter | None:
                          run.config)
 
     def params_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return spec_params(space.spec_from_params(t.params) if set(space.slots) <= set(t.params) else {})
+        return spec_params(space.partial_spec(t.params))
 
     done = budget(session.study.get_trials(deepcopy=False), cfg.search.max_retries).counted
     progress = TrialProgress(cfg.search.n_trials, done=min(done, cfg.search.n_trials))

@@ -107,8 +107,10 @@ class WindowedPruner(optuna.pruners.BasePruner):
         Call it in the order trials are asked: a pruner with state that it sets up lazily from the trials it
         sees (Hyperband's brackets) sets it up here, in that order, rather than whenever a fold ends.
         """
+        # A study on a filtered view of the same storage, as Optuna's Hyperband builds its bracket studies.
+        visible = _TrialsBefore(study._storage, cutoff)
         self._views[trial.number] = optuna.Study(
-            study.study_name, _TrialsBefore(study._storage, cutoff), sampler=study.sampler, pruner=self
+            study.study_name, visible, sampler=study.sampler, pruner=self  # type: ignore[arg-type]
         )
         super().prune(self._views[trial.number], trial)
 

@@ -11,13 +11,12 @@ from unitrefine.process import prepare_command_process
 prepare_command_process()
 
 import logging  # noqa: E402
-import sys  # noqa: E402
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from unitrefine.config import CONF_DIR  # noqa: E402
-from unitrefine.errors import UnitRefineError  # noqa: E402
+from unitrefine.errors import command_exits  # noqa: E402
 
 log = logging.getLogger("unitrefine")
 
@@ -27,11 +26,8 @@ def main(cfg: DictConfig) -> None:
     """Validate the options and suggest; user errors end with a message and exit status 2."""
     from unitrefine.active import parse_suggest_config, suggest
 
-    try:
+    with command_exits():
         suggest(parse_suggest_config(cfg))
-    except UnitRefineError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

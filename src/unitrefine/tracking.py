@@ -168,7 +168,7 @@ def download_run_folder(uri: str, run_id: str, destination: Path) -> Path:
     Returns
     -------
     Path
-        The local model folder.
+        ``destination / MODEL_FOLDER``, as MLflow wrote it.
 
     Raises
     ------

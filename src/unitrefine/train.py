@@ -8,13 +8,12 @@ prepare_command_process()
 
 import logging  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from unitrefine.config import CONF_DIR  # noqa: E402
-from unitrefine.errors import UnitRefineError, is_interrupt  # noqa: E402
+from unitrefine.errors import command_exits  # noqa: E402
 
 log = logging.getLogger("unitrefine")
 
@@ -33,16 +32,8 @@ def main(cfg: DictConfig) -> None:
     # A scheduler's SIGTERM (e.g. a cluster job's time limit) stops the search like Ctrl-C: running trials are
     # marked for retry and the study can be resumed.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with command_exits("Interrupted. Run the same command again to resume the study."):
         train(validate_config(cfg))
-    except UnitRefineError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    except BaseException as exc:  # a Ctrl-C, or an error raised while handling one (see is_interrupt)
-        if not is_interrupt(exc):
-            raise
-        log.error("Interrupted. Run the same command again to resume the study.")
-        sys.exit(130)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -152,7 +152,6 @@ class _Window:
         with self._cond:
             self._untold[number] = self._asked
             self._asked += 1
-            self._closed = False
             self._cond.notify_all()
 
     def _turn(self, number: int) -> bool:
@@ -183,7 +182,11 @@ class _Window:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """No trial will be asked for now: held results are told at once (in order)."""
+        """This worker asks no more trials (budget used, time cap): results are told at once, in order.
+
+        For good: a thread that still asks one later (a retry of another worker's trial, or a thread that was
+        past its time check) must not wait for asks that no thread will make.
+        """
         with self._cond:
             self._closed = True
             self._cond.notify_all()
