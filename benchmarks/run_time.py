@@ -1,13 +1,14 @@
 """Wall time per stage and peak memory of one training command, written as markdown to benchmarks/results/.
 
-    python benchmarks/run_time.py +experiment=mouse_v1 [more overrides]
+    python benchmarks/run_time.py [--keep-model DIR] +experiment=mouse_v1 [more overrides]
 
 Runs ``python -m unitrefine.train <overrides>`` in a fresh process with its own MLflow store, Optuna
 storage and output folder under a temporary directory (the project's own store is not touched), and records
 the machine, its load and the code version next to the figures: end-to-end wall time, the seconds of every
 stage (from the run's summary), everything after the search, peak memory, the size of the model folder and of
-the MLflow store. Targets (issue "the run after the search", idle 2-core machine): at most 480 s end to end,
-at most 120 s after the search, at most 1.5 GB peak memory.
+the MLflow store. ``--keep-model DIR`` copies the model folder there (e.g. to re-create it under load with
+``python -m unitrefine.recreate source=DIR``). Targets (idle 2-core machine): at most 480 s end to end, at most
+120 s after the search, at most 1.5 GB peak memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ def stage_seconds(stderr: str) -> dict[str, float]:
     return {name: float(v) for name, v in (part.rsplit(" ", 1) for part in line.group(1).split(", "))}
 
 
-def main(overrides: list[str]) -> Path:
+def main(overrides: list[str], keep_model: Path | None = None) -> Path:
     """Run the command once; return the markdown file written."""
     header = machine_line()
     with tempfile.TemporaryDirectory(prefix="unitrefine-bench-") as tmp:
@@ -59,12 +61,15 @@ def main(overrides: list[str]) -> Path:
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         info = json.loads((out / "model" / "model_info.json").read_text())
         model_mb, store_mb = folder_mb(out / "model"), folder_mb(out / "artifacts")
+        if keep_model is not None:
+            shutil.copytree(out / "model", keep_model)
     stages = stage_seconds(proc.stderr)
     after = sum(v for k, v in stages.items() if k not in ("load", "split", "search"))
     measured = {"end to end": wall, "after the search": after}
     holdout = info.get("holdout") or {}
     per_rec = ", ".join(f"{r} {m['balanced_accuracy']:.3f}" for r, m in holdout.get("per_recording", {}).items())
-    exported = f"ensemble of trials {[m['trial'] for m in info['ensemble']]}" if info.get("ensemble") else "single trial"
+    members = [m["trial"] for m in info["ensemble"] or []]
+    exported = f"ensemble of trials {members}" if members else "single trial"
     estimate = info["estimate_new_recordings"]
     checks = [f"{k} {measured[k]:.0f} s (target <= {v:.0f} s: {'met' if measured[k] <= v else 'NOT met'})"
               for k, v in TARGETS.items()]
@@ -86,4 +91,8 @@ def main(overrides: list[str]) -> Path:
 
 
 if __name__ == "__main__":
-    print(main(sys.argv[1:]).read_text())
+    args = sys.argv[1:]
+    keep = None
+    if args[:1] == ["--keep-model"]:
+        keep, args = Path(args[1]), args[2:]
+    print(main(args, keep).read_text())

@@ -166,3 +166,19 @@ def synthetic_models(tmp_path_factory: pytest.TempPathFactory, synthetic_bank: P
         cfg = make_analyzer_config(root, analyzer_dataset(folders), [f"task={task}", f"output.folder={root}/{task}"])
         out[task] = train(cfg).model_folder
     return out
+
+
+def _plain(v: Any) -> Any:
+    return str(v) if isinstance(v, Path) else [_plain(x) for x in v] if isinstance(v, list) else v
+
+
+def run_predict(**options: Any) -> Any:
+    """``python -m unitrefine.predict key=value ...`` without the command line (paths may be Path objects)."""
+    from unitrefine.prediction import parse_predict_config, predict
+
+    return predict(parse_predict_config({k: _plain(v) for k, v in options.items()}))
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions CSV with unit ids and recordings kept as text."""
+    return pd.read_csv(path, dtype={"unit_id": str, "recording": str})

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_QUALITY, TINY_TEMPLATE, copy_recordings, make_config
+from conftest import read_predictions as read
+from conftest import run_predict as run
 from spikeinterface.core import load_sorting_analyzer
 from spikeinterface.curation import model_based_label_units
 
@@ -20,19 +21,7 @@ from unitrefine import analyzers as az
 from unitrefine import si_metrics as sm
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
-from unitrefine.prediction import parse_predict_config, predict
-
-
-def _plain(v: Any) -> Any:
-    return str(v) if isinstance(v, Path) else [_plain(x) for x in v] if isinstance(v, list) else v
-
-
-def run(**options: Any):
-    return predict(parse_predict_config({k: _plain(v) for k, v in options.items()}))
-
-
-def read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"unit_id": str, "recording": str})
+from unitrefine.prediction import parse_predict_config
 
 
 def test_analyzer_predictions_match_spikeinterface_with_enforced_metric_params(

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from _tiny_models import fit_model, write_unlabelled
 from conftest import copy_recordings
+from conftest import read_predictions as read
+from conftest import run_predict as run
 from spikeinterface.core import load_sorting_analyzer
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.prediction import parse_predict_config, predict
 
 CLASSES = ["good", "mua", "noise"]
 
@@ -33,18 +34,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def data(tmp_path: Path) -> Path:
     """Two recordings' metrics tables: recA (30 units), recB (20)."""
     return write_unlabelled(tmp_path / "new", {"recA": (30, 11), "recB": (20, 12)})
-
-
-def _plain(v: Any) -> Any:
-    return str(v) if isinstance(v, Path) else [_plain(x) for x in v] if isinstance(v, list) else v
-
-
-def run(**options: Any):
-    return predict(parse_predict_config({k: _plain(v) for k, v in options.items()}))
-
-
-def read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"unit_id": str, "recording": str})
 
 
 def margin(table: pd.DataFrame, classes: list[str]) -> np.ndarray:

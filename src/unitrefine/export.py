@@ -53,9 +53,10 @@ def metric_params_for(features: Iterable[str]) -> dict[str, dict[str, list[str]]
     }
 
 
-def check_output_folder(folder: Path, overwrite: bool) -> None:
+def check_output_folder(folder: Path, overwrite: bool, any_folder: bool = False) -> None:
     """Fail before any work if ``folder`` may not be written: it exists (without ``overwrite``), or it is not a
-    model folder that ``overwrite`` may replace (a file, or a folder of other files, is never replaced)."""
+    model folder that ``overwrite`` may replace (a file is never replaced; a folder of other files only with
+    ``any_folder``, for folders unitrefine itself made, such as generated recordings)."""
     if not folder.exists():
         return
     if not folder.is_dir():
@@ -65,26 +66,26 @@ def check_output_folder(folder: Path, overwrite: bool) -> None:
         raise UnitRefineError(
             f"Output folder {folder} already exists. Choose another output.folder, or set output.overwrite=true."
         )
-    if any(folder.iterdir()) and not (folder / INFO_FILE).is_file():
+    if not any_folder and any(folder.iterdir()) and not (folder / INFO_FILE).is_file():
         raise UnitRefineError(f"Output folder {folder} holds files but no {INFO_FILE}: it is not a model folder, and "
                               "output.overwrite only replaces model folders. Choose another output.folder.")
 
 
 @contextmanager
-def staged_folder(folder: Path, overwrite: bool) -> Iterator[Path]:
+def staged_folder(folder: Path, overwrite: bool, any_folder: bool = False) -> Iterator[Path]:
     """A staging folder next to ``folder``, renamed into place when the ``with`` block ends without an error.
 
     On an error or an interruption the staging folder is removed and ``folder`` is left as it was, so no
     half-written (or half-registered) model folder is ever seen. With ``overwrite``, an existing model folder
-    is replaced only at that last rename.
+    is replaced only at that last rename (see :func:`check_output_folder` for ``any_folder``).
     """
-    check_output_folder(folder, overwrite)
+    check_output_folder(folder, overwrite, any_folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         yield staging
-        check_output_folder(folder, overwrite)
+        check_output_folder(folder, overwrite, any_folder)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             folder.rename(old)
@@ -97,7 +98,7 @@ def staged_folder(folder: Path, overwrite: bool) -> Iterator[Path]:
         raise
 
 
-def write_model_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool) -> Path:
+def write_model_folder(folder: Path, fill: Callable[[Path], None], overwrite: bool, any_folder: bool = False) -> Path:
     """Write a model folder atomically: ``fill(staging_dir)`` writes its files (:func:`staged_folder`).
 
     Returns
@@ -105,7 +106,7 @@ def write_model_folder(folder: Path, fill: Callable[[Path], None], overwrite: bo
     Path
         ``folder``.
     """
-    with staged_folder(folder, overwrite) as staging:
+    with staged_folder(folder, overwrite, any_folder) as staging:
         fill(staging)
     return folder
 

@@ -156,7 +156,7 @@ def write_recording(
         if manifest is not None:
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-    return write_model_folder(folder, fill, overwrite=True)
+    return write_model_folder(folder, fill, overwrite=True, any_folder=True)
 
 
 def ensure_recordings(dataset: DatasetConfig, root: Path, wanted: Mapping[str, Sequence[str]]) -> list[str]:
