@@ -94,7 +94,9 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
 
     from unitrefine.config import compose_config, validate_config
     from unitrefine.data import load_dataset
+    from unitrefine.estimate import REVIEW_BUDGETS
     from unitrefine.export import load_model_folder
+    from unitrefine.uncertainty import curated_scores, decision_threshold, model_uncertainty
 
     experiment = EXPERIMENTS[task]
     overrides = [f"+experiment={experiment}", f"dataset.exclude_recordings=[{','.join(holdout)}]",
@@ -113,13 +115,20 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
     table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
     held = table.units["recording"].isin(holdout).to_numpy()
     recs, y = table.units["recording"].to_numpy()[held], table.y[held]
-    pred = model.predict(table.X.loc[held, info["features"]])
+    X = table.X.loc[held, info["features"]]
+    pred = model.predict(X)
     per = {r: float(balanced_accuracy_score(y[recs == r], pred[recs == r])) for r in holdout}
+    # What a person's review of the units the model is least sure of buys on this mouse, beside what the run
+    # printed it would buy (its estimate's review-budget curve).
+    uncertain = model_uncertainty(model.predict_proba(X), decision_threshold(model))
+    curated = curated_scores(y, pred, uncertain, REVIEW_BUDGETS)
     return {"balanced_accuracy": float(balanced_accuracy_score(y, pred)), "per_recording": per, "wall_s": wall,
             "cores_used": 2, "printed_estimate": info["estimate_new_recordings"]["balanced_accuracy"],
             "estimated_on": list(info["estimate_new_recordings"]["per_group"]),
             "printed_per_group": info["estimate_new_recordings"]["per_group"],
             "ensemble_members": len(info["ensemble"] or [None]),
+            "curated_by_review_budget": {str(f): v for f, v in curated.items()},
+            "printed_review_budget": info["estimate_new_recordings"].get("review_budget") or [],
             "model_mb": sum(f.stat().st_size for f in (tmp / "ur_model").glob("*.skops")) / 2**20}
 
 
