@@ -162,6 +162,33 @@ def _interval(cell: dict | None) -> str:
     return f" (90% interval {low:.3f}-{high:.3f}: score {inside})"
 
 
+def review_budget_table(cells: list[dict]) -> list[str]:
+    """What a person's review of the units the model is least sure of bought on each left-out mouse, against what
+    the run printed beforehand (its estimate's review-budget curve): mean, mean error, interval coverage."""
+    lines = []
+    for task in EXPERIMENTS:
+        ours = [c for c in cells if c["trainer"] == "unitrefine" and c["task"] == task and c.get("printed_review_budget")]
+        if not ours:
+            continue
+        lines += [f"## {task}: curated balanced accuracy on the left-out mouse by review budget", "",
+                  "The share of the mouse's units a person reviews, most uncertain first (`predict review=`); their "
+                  "labels replace the model's. Scored over all the mouse's units: the curated recording, not the "
+                  "model alone. \"Printed\": the run's own estimate beforehand (leave-one-mouse-out refits).", "",
+                  "| review | " + " | ".join(c["split"] for c in ours) + " | mean | printed mean | mean error "
+                  "| inside the printed 90% interval |", "|---|" + "---|" * (len(ours) + 4)]
+        for i, point in enumerate(ours[0]["printed_review_budget"]):
+            f = str(point["review_fraction"])
+            actual = [c["curated_by_review_budget"][f] for c in ours]
+            printed = [c["printed_review_budget"][i] for c in ours]
+            errors = [p["balanced_accuracy"] - a for p, a in zip(printed, actual)]
+            inside = sum(p["interval"][0] <= a <= p["interval"][1] for p, a in zip(printed, actual))
+            lines.append(f"| {float(f):.0%} | " + " | ".join(f"{a:.3f}" for a in actual)
+                         + f" | **{sum(actual) / len(actual):.3f}** | {sum(p['balanced_accuracy'] for p in printed) / len(printed):.3f}"
+                         f" | {sum(errors) / len(errors):+.3f} | {inside} of {len(ours)} |")
+        lines.append("")
+    return lines
+
+
 def table() -> str:
     """Markdown of every cached cell: per task, one row per split and the mean over splits."""
     cells = [json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))]
@@ -202,6 +229,7 @@ def table() -> str:
                          f"{sum(map(abs, errors)) / len(errors):.3f}) | **{mean['spikeinterface', 'balanced_accuracy']:.3f}** "
                          f"| {mean['unitrefine', 'wall_s']:.0f} | {mean['spikeinterface', 'wall_s']:.0f} | | |")
         lines.append("")
+    lines += review_budget_table(cells)
     lines += ["## How each cell was measured", ""]
     lines += [f"- {c['trainer']} / {c['task']} / {c['split']} ({c['date']}): {c.get('conditions', 'not recorded')}"
               for c in cells]

@@ -89,7 +89,7 @@ class TrialProgress:
     def __init__(self, total: int, done: int) -> None:
         self.bar = bar(total, "trials", "trial", initial=done)
         self._lock = threading.Lock()
-        self._ticking = ticking(self.bar)
+        self._ticking = ticking(self.bar)  # a trial can take longer than a few seconds: keep its clock moving
         self._ticking.__enter__()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -89,13 +89,15 @@ def permutation_importance(model: Any, table: UnitTable, scoring: str, seed: int
 
     repeats = []
     progress = bar(IMPORTANCE_REPEATS, "feature importance", "repeat")
-    with threadpool_limits(limits=1), parallel_config(backend="threading"), ticking(progress):
-        for r in range(IMPORTANCE_REPEATS):
-            result = sk_permutation_importance(model, table.X, table.y, scoring=scoring, n_repeats=1,
-                                               random_state=seed + r, n_jobs=n_jobs)
-            repeats.append(result.importances[:, 0])
-            progress.update(1)
-    progress.close()
+    try:
+        with threadpool_limits(limits=1), parallel_config(backend="threading"), ticking(progress):
+            for r in range(IMPORTANCE_REPEATS):
+                result = sk_permutation_importance(model, table.X, table.y, scoring=scoring, n_repeats=1,
+                                                   random_state=seed + r, n_jobs=n_jobs)
+                repeats.append(result.importances[:, 0])
+                progress.update(1)
+    finally:
+        progress.close()
     drops = np.column_stack(repeats)
     return pd.DataFrame(
         {"feature": table.X.columns, "importance_mean": drops.mean(axis=1), "importance_std": drops.std(axis=1)}
