@@ -24,7 +24,6 @@ applies.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -40,10 +39,17 @@ from omegaconf import DictConfig, OmegaConf
 from unitrefine.config import PROJECT_ROOT, TrainConfig, validate_config
 from unitrefine.data import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
+from unitrefine.model_info import read_model_info
 from unitrefine.options import command_options
 from unitrefine.recreation_checks import (
-    current_units, data_differences, export_differences, holdout_difference, prediction_difference, read_units,
-    reproducibility_warnings, trial_differences,
+    current_units,
+    data_differences,
+    export_differences,
+    holdout_difference,
+    prediction_difference,
+    read_units,
+    reproducibility_warnings,
+    trial_differences,
 )
 from unitrefine.recreation_record import Recorded, find_record
 from unitrefine.recreation_report import RecreateReport
@@ -233,7 +239,7 @@ def _retrain_and_compare(
     folder = result.model_folder
     board = pd.read_csv(recorded.folder / "model_accuracies.csv")
     differences, max_score = trial_differences(board, pd.read_csv(folder / "model_accuracies.csv"), tolerance)
-    differences += export_differences(recorded.info, json.loads((folder / "model_info.json").read_text("utf-8")))
+    differences += export_differences(recorded.info, read_model_info(folder))
     found, predictions = _prediction_differences(recorded.folder, folder, tolerance)
     differences += found
     return RecreateReport(

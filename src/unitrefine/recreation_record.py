@@ -8,7 +8,6 @@ new store.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from unitrefine.errors import UnitRefineError
+from unitrefine.model_info import read_model_info
 from unitrefine.registry import is_registry_uri
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,7 @@ def _read_record(folder: Path, source: str) -> dict[str, Any]:
             f"{source} lacks {missing}: it is not a model folder written by unitrefine.train (a SpikeInterface "
             "train_model folder, or a folder from an older version, records no configuration to re-create)."
         )
-    try:
-        info = json.loads((folder / "model_info.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UnitRefineError(f"{folder / 'model_info.json'} is not valid JSON ({exc}).") from None
+    info = read_model_info(folder)
     if not (info.get("trained_on") or {}).get("dataset_fingerprint"):
         raise UnitRefineError(f"{folder / 'model_info.json'} records no trained_on.dataset_fingerprint to check.")
     return info
