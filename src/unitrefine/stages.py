@@ -23,7 +23,9 @@ from sklearn.pipeline import Pipeline
 from unitrefine.config import TrainConfig
 from unitrefine.data import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
-from unitrefine.estimate import EstimatePlan, group_estimate, new_recording_estimate, plan_estimate, score_fold
+from unitrefine.estimate import (
+    EstimatePlan, GroupScore, group_estimate, new_recording_estimate, plan_estimate, score_fold,
+)
 from unitrefine.estimators import TRUSTED_TYPES
 from unitrefine.evaluation import Plan, make_plan, scorer
 from unitrefine.export import metric_params_for, package_versions
@@ -104,15 +106,15 @@ class Refits:
     fitted_on : UnitTable
     estimate_plan : EstimatePlan or None
         The estimate's refits (None: no estimate).
-    estimate_scores : list of list of float
-        Per refit of ``estimate_plan``, the balanced accuracy on each group it left out.
+    estimate_scores : list of list of GroupScore
+        Per refit of ``estimate_plan``, its scores on each group it left out (alone, and after reviews).
     """
 
     on_train: Pipeline | None
     exported: Pipeline
     fitted_on: UnitTable
     estimate_plan: EstimatePlan | None
-    estimate_scores: list[list[float]]
+    estimate_scores: list[list[GroupScore]]
 
 
 def load(cfg: TrainConfig) -> UnitTable:
@@ -255,7 +257,7 @@ def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
         folds_of.setdefault(_add(sets, est.training_positions(k)), []).append(k)
     keys = list(sets)
 
-    def fit_and_score(key: bytes) -> tuple[Pipeline | None, list[tuple[int, list[float]]]]:
+    def fit_and_score(key: bytes) -> tuple[Pipeline | None, list[tuple[int, list[GroupScore]]]]:
         model = final.fit(table.subset(sets[key]))
         scores = [(k, score_fold(model, table, est.folds[k])) for k in folds_of.get(key, [])] if est else []
         return (model if key in (export_key, train_key) else None), scores
