@@ -24,7 +24,12 @@ from unitrefine.config import TrainConfig
 from unitrefine.data import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimate import (
-    EstimatePlan, GroupScore, group_estimate, new_recording_estimate, plan_estimate, score_fold,
+    EstimatePlan,
+    GroupScore,
+    group_estimate,
+    new_recording_estimate,
+    plan_estimate,
+    score_fold,
 )
 from unitrefine.estimators import TRUSTED_TYPES
 from unitrefine.evaluation import Plan, make_plan, scorer
