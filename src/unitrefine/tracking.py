@@ -614,12 +614,8 @@ class Tracker:
         return str(mv.version)
 
     def download_model_folder(self, run_id: str, destination: Path) -> Path:
-        """Download a training run's exported model folder (its ``model_folder`` artifacts)."""
-        destination.mkdir(parents=True, exist_ok=True)
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=MODEL_FOLDER, dst_path=str(destination), tracking_uri=self.uri
-        )
-        return Path(path)
+        """Download a training run's exported model folder (:func:`download_run_folder`)."""
+        return download_run_folder(self.uri, run_id, destination)
 
     def gate(self, name: str, version: str, score: float, minimum: float, metric: str) -> bool:
         """Give a new version the alias ``challenger`` if ``score >= minimum``; tag the outcome either way.
