@@ -35,10 +35,11 @@ from unitrefine.process import prepare_command_process
 CELLS = RESULTS / "ensemble_size"
 
 
-def search_once(task: str, holdout: list[str], tmp: Path) -> list[str]:
-    """Run the experiment's search without ``holdout``; return the overrides that reproduce its config."""
+def search_once(task: str, holdout: list[str], tmp: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """Run the experiment's search without ``holdout`` (and with ``extra`` overrides); return the overrides that
+    reproduce its config."""
     overrides = [f"+experiment={EXPERIMENTS[task]}", f"dataset.exclude_recordings=[{','.join(holdout)}]",
-                 "cv.holdout_recordings=[]", f"search.storage={tmp}/study.journal"]
+                 "cv.holdout_recordings=[]", f"search.storage={tmp}/study.journal", *extra]
     cmd = [sys.executable, "-m", "unitrefine.train", *overrides, "tracking.enabled=false", f"output.folder={tmp}/model",
            "cv.estimate_new_recordings=false", "ensemble.rounds=0"]  # neither changes the search
     proc = subprocess.run(cmd, capture_output=True, text=True)
