@@ -48,6 +48,7 @@ from vs_spikeinterface import EXPERIMENTS, split_recordings
 from unitrefine.process import prepare_command_process
 
 CELLS = RESULTS / "review_budget"
+CACHE = Path(__file__).resolve().parent / ".cache" / "review_budget"  # raw predictions, not committed
 BUDGETS = (0.0, 0.05, 0.10, 0.20, 0.30)
 RANKINGS = ("margin", "weighted", "disagreement", "calibrated", "conformal", "random")
 COMMITTEE = 5
@@ -105,19 +106,41 @@ def conformal_doubt(cal_proba: np.ndarray, cal_y: np.ndarray, proba: np.ndarray,
     return pvals.max(axis=1)
 
 
-def rankings(pred: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every deterministic ranking's score per left-out unit, from the cached predictions ``pred``."""
+def rankings(proba: np.ndarray, predicted: np.ndarray, threshold: float | None, cal_proba: np.ndarray,
+             cal_y: np.ndarray, committee: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every deterministic ranking's score per unit of ``proba`` (the model's probabilities; its labels
+    ``predicted``), calibrated on out-of-animal predictions ``cal_proba`` with true classes ``cal_y``."""
     from unitrefine.uncertainty import model_uncertainty
 
-    proba, threshold, predicted = pred["proba"], pred["threshold"], pred["predicted"]
-    cal_c = centred(pred["cal_proba"], threshold)
-    return {
+    cal_c, centred_p = centred(cal_proba, threshold), centred(proba, threshold)
+    out = {
         "margin": model_uncertainty(proba, threshold),
-        "weighted": expected_gain(centred(proba, threshold), predicted),
-        "disagreement": committee_kl([centred(m, threshold) for m in pred["committee"]]),
-        "calibrated": expected_gain(isotonic_calibrate(cal_c, pred["cal_y"], centred(proba, threshold)), predicted),
-        "conformal": conformal_doubt(cal_c, pred["cal_y"], centred(proba, threshold), predicted),
+        "weighted": expected_gain(centred_p, predicted),
+        "calibrated": expected_gain(isotonic_calibrate(cal_c, cal_y, centred_p), predicted),
+        "conformal": conformal_doubt(cal_c, cal_y, centred_p, predicted),
     }
+    if committee is not None:
+        out["disagreement"] = committee_kl([centred(m, threshold) for m in committee])
+    return out
+
+
+def printed_estimates(pred: dict[str, Any]) -> dict[str, Any]:
+    """What the run's estimate would print per ranking: each training mouse scored curated by the refit without
+    it, its ranking calibrated on the other training mice only; mean and 90 % prediction interval per budget."""
+    from unitrefine.estimate import prediction_interval
+    from unitrefine.uncertainty import curated_scores
+
+    groups = pred["cal_groups"]
+    per_group: dict[str, list[list[float]]] = {}
+    for i, g in enumerate(groups):
+        others = [o for j, o in enumerate(groups) if j != i]
+        scores = rankings(g["proba"], g["predicted"], pred["threshold"], np.vstack([o["proba"] for o in others]),
+                          np.concatenate([o["y"] for o in others]))
+        for name, s in scores.items():
+            per_group.setdefault(name, []).append(list(curated_scores(g["y"], g["predicted"], s, BUDGETS).values()))
+    return {name: {"mean": np.mean(v, axis=0).tolist(),
+                   "interval": [list(prediction_interval(col)) for col in np.asarray(v).T]}
+            for name, v in per_group.items()}
 
 
 # ---------------------------------------------------------------- measuring one split
@@ -159,7 +182,9 @@ def predictions(cfg: Any, searched: Any, final: Any, train: Any, held: Any) -> d
             return fit_spec(what, train, cfg.seed, cfg.search.unit_limits)
         inside = train.subset(np.flatnonzero(train.units["subject"].to_numpy() != what))
         outside = train.subset(np.flatnonzero(train.units["subject"].to_numpy() == what))
-        return final.fit(inside).predict_proba(outside.X), outside.y
+        model = final.fit(inside)
+        return {"proba": model.predict_proba(outside.X), "y": outside.y,
+                "predicted": np.searchsorted(model.classes_, model.predict(outside.X))}
 
     fitted = parallel_map(fit, jobs, cfg.search.n_jobs, "fits")
     model = fitted[0]
@@ -169,7 +194,8 @@ def predictions(cfg: Any, searched: Any, final: Any, train: Any, held: Any) -> d
         "proba": model.predict_proba(held.X[cols]), "threshold": decision_threshold(model),
         "predicted": np.searchsorted(model.classes_, model.predict(held.X[cols])),
         "committee": [m.predict_proba(held.X[cols]) for m in fitted[1:1 + len(specs)]],
-        "cal_proba": np.vstack([p for p, _ in cal]), "cal_y": np.concatenate([y for _, y in cal]),
+        "cal_groups": cal, "cal_proba": np.vstack([g["proba"] for g in cal]),
+        "cal_y": np.concatenate([g["y"] for g in cal]),
     }
 
 
@@ -223,12 +249,23 @@ def measure_split(task: str, split: str, extra: tuple[str, ...] = ()) -> dict[st
         held = full.subset(np.flatnonzero(full.units["recording"].isin(holdout)))
         assert held.classes == data.table.classes, (held.classes, data.table.classes)
         pred = predictions(cfg, searched, final, data.table, held)
+    save_cache(task, split, pred, held.y)
     results = score_rankings(cfg, final, data.table, held, pred)
     return {"task": task, "split": split, "holdout": holdout, "n_units": len(held), "budgets": list(BUDGETS),
             "ensemble_members": len(final.weights), "threshold": pred["threshold"], "committee": len(pred["committee"]),
             "calibration_units": len(pred["cal_y"]), "search_s": search_s, "overrides": list(extra),
-            "results": results, "date": str(dt.date.today()), "code": code_version(),
+            "results": results, "printed": printed_estimates(pred), "date": str(dt.date.today()),
+            "code": code_version(),
             "load_average": f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores"}
+
+
+def save_cache(task: str, split: str, pred: dict[str, Any], y: np.ndarray) -> None:
+    """Keep the split's raw predictions (``benchmarks/.cache``, git-ignored) to try other rankings without a search."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    groups = {f"cal{i}_{k}": g[k] for i, g in enumerate(pred["cal_groups"]) for k in ("proba", "y", "predicted")}
+    np.savez_compressed(CACHE / f"{task}_{split}.npz", proba=pred["proba"], predicted=pred["predicted"], y=y,
+                        committee=np.stack(pred["committee"]), threshold=np.nan if pred["threshold"] is None
+                        else pred["threshold"], **groups)
 
 
 def score_rankings(cfg: Any, final: Any, train: Any, held: Any, pred: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +282,8 @@ def score_rankings(cfg: Any, final: Any, train: Any, held: Any, pred: dict[str, 
         out[rest] = np.searchsorted(model.classes_, model.predict(held.X[cols].iloc[rest]))
         return out
 
-    orders = {name: review_order(s) for name, s in rankings(pred).items()}
+    scores = rankings(pred["proba"], predicted, pred["threshold"], pred["cal_proba"], pred["cal_y"], pred["committee"])
+    orders = {name: review_order(scores[name]) for name in RANKINGS[:-1]}
     rng = np.random.default_rng(cfg.seed)
     draws = [rng.permutation(len(held)) for _ in range(RANDOM_DRAWS)]
     jobs = list(orders.values()) + draws[:RANDOM_RETRAIN_DRAWS]
@@ -306,6 +344,7 @@ def task_table(task: str) -> str:
                      f"gain {gain:+.3f} = {gain / rand_gain:.1f}x random review's {rand_gain:+.3f} "
                      f"(target {ratio:g}x: {'met' if gain >= ratio * rand_gain else 'not met'})")
     parts += ["**At a 10 % review budget** (gain over the model alone, " f"{base:.3f}):", "", *lines, ""]
+    parts += estimate_table(cells)
     parts += ["**Per mouse, curated at 10 %:**", "", "| ranking | " + " | ".join(
         f"{c['split']} ({c['n_units']} units)" for c in cells) + " |", "|---|" + "---|" * len(cells)]
     parts += [f"| {r} | " + " | ".join(fmt(c["results"][r]["curated"][i10]) for c in cells) + " |" for r in RANKINGS]
@@ -313,6 +352,23 @@ def task_table(task: str) -> str:
     parts += ["Search per split (wall s, load): " + "; ".join(
         f"{c['split']} {c['search_s']:.0f} s ({c['load_average']}, code {c['code']})" for c in cells), ""]
     return "\n".join(parts)
+
+
+def estimate_table(cells: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: per ranking and budget, the printed estimate against the left-out mouse's curated score."""
+    budgets = cells[0]["budgets"]
+    lines = ["**The run's printed estimate against the left-out mouse** (printed: mean over the training mice, each "
+             "curated by the refit without it, its ranking calibrated on the other training mice; error: printed "
+             "minus actual, mean over the splits; inside: the actual score within the printed 90 % interval):", "",
+             "| ranking | review | actual | printed | mean error | inside |", "|---|---|---|---|---|---|"]
+    for r in ("margin", "calibrated", "conformal"):
+        for i, b in enumerate(budgets):
+            actual = [c["results"][r]["curated"][i] for c in cells]
+            printed = [c["printed"][r]["mean"][i] for c in cells]
+            inside = sum(lo <= a <= hi for a, (lo, hi) in zip(actual, (c["printed"][r]["interval"][i] for c in cells)))
+            lines.append(f"| {r} | {b:.0%} | {np.mean(actual):.3f} | {np.mean(printed):.3f} | "
+                         f"{np.mean(printed) - np.mean(actual):+.3f} | {inside} of {len(cells)} |")
+    return [*lines, ""]
 
 
 def plot(tasks: list[str], path: Path) -> None:

@@ -6,12 +6,15 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from conftest import TINY_QUALITY, TINY_TEMPLATE, analyzer_dataset, copy_recordings, make_analyzer_config
 from spikeinterface.core import load_sorting_analyzer
 
+from unitrefine import analyzers as az
+from unitrefine.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
 from unitrefine.config import compose_config, validate_config
 from unitrefine.data import load_dataset
 from unitrefine.errors import UnitRefineError
@@ -193,7 +196,7 @@ def test_strict_refuses_analyzers_with_different_metric_sets(tmp_path: Path, syn
     ("overrides", "message"),
     [
         (["dataset.mode=analyzers"], r"recordings \['tutorial_mouse4_imec0'\] have no 'analyzer' path"),
-        (["dataset.mode=parquet"], r"dataset\.mode 'parquet' is not supported"),
+        (["dataset.mode=parquet"], r"dataset\.mode .*'parquet'"),
         (["dataset.mode=analyzers", "+dataset.recordings.0.analyzer=x", "dataset.recordings.0.labels=null"],
          r"have no labels.*label_property"),
         (["dataset.recordings.0.metrics=null"], r"mode is 'csv' but recordings .* have no 'metrics' path"),
@@ -210,3 +213,36 @@ def test_model_info_metric_params_come_from_the_analyzers(synthetic_models: dict
     assert params["quality_metric_params"]["metric_params"]["presence_ratio"]["bin_duration_s"] == 10
     assert params["template_metric_params"]["metric_params"]["waveform_baseline_flatness"] == {"baseline_window_ms": [0.0, 0.5]}
     assert info["label_conversion"] == {"0": "good", "1": "mua", "2": "noise"}
+
+
+def _in_memory(bank: Path, i: int) -> tuple[Any, pd.Series]:
+    analyzer = load_sorting_analyzer(bank / f"r{i}" / "analyzer").save_as(format="memory")
+    labels = pd.read_csv(bank / f"r{i}" / "cluster_group.tsv", sep="\t", dtype=str).set_index("cluster_id")["group"]
+    return analyzer, labels
+
+
+def test_stored_compute_wants_what_any_analyzer_holds_with_its_parameters(synthetic_bank: Path) -> None:
+    (a0, _), (a1, _) = _in_memory(synthetic_bank, 0), _in_memory(synthetic_bank, 1)
+    assert stored_compute([a0, a1]) == {}  # none holds metrics: SpikeInterface's default lists
+    a0.compute("quality_metrics", metric_names=["snr", "firing_rate"],
+               metric_params={"snr": {"method": "peak_to_peak"}})
+    a1.compute("quality_metrics", metric_names=["firing_rate"])
+    compute = stored_compute([a0, a1])
+    assert sorted(compute["quality_metrics"]["metric_names"]) == ["firing_rate", "snr"]
+    assert compute["quality_metrics"]["metric_params"] == {"snr": {"method": "peak_to_peak"}}  # what a1 lacks
+    stored = az.extension_params(a0, "quality_metrics")
+    assert compute["quality_metrics"]["params"] == {k: v for k, v in stored.items() if not k.startswith("metric_")}
+    assert compute["template_metrics"] == {"metric_names": [], "params": {}, "metric_params": {}}
+    assert compute["pca_metrics"] is True  # no PCA metric is lacked
+
+
+def test_analyzers_given_in_memory_replace_folders_and_label_files(tmp_path: Path, synthetic_bank: Path) -> None:
+    analyzer, labels = _in_memory(synthetic_bank, 0)
+    dataset = analyzer_dataset([synthetic_bank / "r0"])
+    dataset["recordings"] = [{"id": "mine", "analyzer": "analyzers[0]", "labels": "labels[0]"}]
+    with given_analyzers({"analyzers[0]": GivenAnalyzer(analyzer, labels)}):
+        table = load(tmp_path, dataset)
+    assert table.class_counts() == labels.value_counts().to_dict()
+    assert set(TINY_QUALITY) <= set(analyzer.get_extension("quality_metrics").get_computed_metric_names())
+    with pytest.raises(UnitRefineError, match=r"analyzers\[0\] does not exist"):
+        load(tmp_path, dataset)  # outside the block it names a folder

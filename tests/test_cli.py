@@ -53,10 +53,100 @@ def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_experiment_fails_with_hydra_message(tmp_path: Path) -> None:
-    proc = run_cli("+experiment=nope", cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "experiment/nope" in proc.stderr
+def test_unknown_experiment_fails_with_one_message_and_the_closest_name(tmp_path: Path) -> None:
+    proc = run_cli("+experiment=smok", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "There is no experiment 'smok' (no file conf/experiment/smok.yaml) (did you mean smoke?)" in proc.stderr
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_command(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", f"unitrefine.{command}", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "fragments"),
+    [
+        # Hydra's errors, raised while it composes the configuration
+        ("train", ["+experiment=smoke", "search.n_trails=3"],
+         ["Invalid configuration at key 'search.n_trails'", "did you mean search.n_trials?"]),
+        ("train", ["+experiment=smoke", "+search.n_trials=3"], ["drop the '+' to change it (search.n_trials=3)"]),
+        ("train", ["+experiment=smoke", "search.n_trials=[1"], ["Cannot read the override 'search.n_trials=[1'"]),
+        ("train", ["+experiment=smoke", "--n-trials", "3"], ["Unknown flag(s) --n-trials", "--help"]),
+        # our schema's, once Hydra has composed it
+        ("train", ["+experiment=smoke", "cv.holdout_recordings=mouse2a_imec0"],
+         ["Invalid configuration at key 'cv.holdout_recordings'", "expected a list such as [a,b]",
+          "cv.holdout_recordings=[mouse2a_imec0]"]),
+        ("train", ["+experiment=smoke", "registry.evaluation_dataset=abc"],
+         ["Invalid configuration at key 'registry.evaluation_dataset'", "got 'abc'"]),
+        # the other commands' options
+        ("predict", ["modle=m", "data=d.csv", "output=o.csv"],
+         ["at key 'modle'", "predict has no such option (did you mean model?)"]),
+        ("promote", ["+experiment=smoke", "registry.margn=0.1"], ["did you mean registry.margin?"]),
+    ],
+)
+def test_configuration_errors_exit_2_with_one_message_and_no_traceback(
+    tmp_path: Path, command: str, args: list[str], fragments: list[str]
+) -> None:
+    proc = run_command(command, *args, *(outputs(tmp_path) if command == "train" else []), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not [f for f in fragments if f not in proc.stderr], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+COMMANDS = ["train", "predict", "suggest", "promote", "merge_review", "recreate"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_prints_usage_main_options_and_examples_and_exits_0(tmp_path: Path, command: str) -> None:
+    proc = run_command(command, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.startswith(f"usage: python -m unitrefine.{command} ")
+    assert "Main options:" in out and "Examples:" in out
+    assert f"\n  python -m unitrefine.{command} " in out.split("Examples:")[1]
+    assert "== Config ==" not in out and "Powered by Hydra" not in out  # not Hydra's config dump
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_help_lists_the_experiments_and_points_to_the_full_config(tmp_path: Path) -> None:
+    out = run_command("train", "-h", cwd=tmp_path).stdout
+    assert "+experiment=<name>" in out and "mouse_v1, smoke" in out
+    assert "--cfg job" in out and "--hydra-help" in out and "conf/train.yaml" in out
+    shown = run_command("train", "+experiment=smoke", "search.n_trials=7", "--cfg", "job", cwd=tmp_path)
+    assert shown.returncode == 0 and "n_trials: 7" in shown.stdout  # Hydra's own flags still work
+    assert run_command("train", "--hydra-help", cwd=tmp_path).returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_of_the_wrong_type_is_named_with_what_is_expected() -> None:
+    from unitrefine.errors import UnitRefineError
+    from unitrefine.options import MODEL_AND_DATA, command_options
+    from unitrefine.prediction import PredictConfig
+
+    given = {"model": "m", "data": "a.csv", "output": "o.csv", "n_jobs": "abc", "overwrite": "perhaps", "review": "10%"}
+    with pytest.raises(UnitRefineError) as info:
+        command_options(given, PredictConfig, "predict", ("model", "data", "output"), MODEL_AND_DATA)
+    assert str(info.value) == ("Invalid predict option(s): n_jobs: expected a whole number, got 'abc'; overwrite: "
+                               "expected true or false, got 'perhaps'. See python -m unitrefine.predict --help.")
+    given.update(n_jobs=2, overwrite="true", model=["noise", "sua"])  # text, lists, free-form: the command's
+    assert command_options(given, PredictConfig, "predict", ("model", "data", "output"), MODEL_AND_DATA) == given
+
+
+@pytest.mark.parametrize("command", ["predict", "suggest", "merge_review", "recreate"])
+def test_help_describes_every_option_of_the_command(command: str) -> None:
+    from omegaconf import OmegaConf
+
+    from unitrefine.config import CONF_DIR
+    from unitrefine.options import format_help
+
+    options = set(OmegaConf.load(CONF_DIR / f"{command}.yaml")) - {"defaults", "hydra"}
+    described = {line.split()[0].split("=")[0] for line in format_help(command).split("Main options:")[1]
+                 .split("Examples:")[0].splitlines() if line.strip()}
+    assert options == described
 
 
 @pytest.mark.parametrize(("during_ctrl_c", "status"), [(True, 130), (False, 1)])

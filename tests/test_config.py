@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from unitrefine.config import CONF_DIR, compose_config, validate_config
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from unitrefine.config import CONF_DIR, compose_config, config_origin, validate_config
 from unitrefine.errors import UnitRefineError
 from unitrefine.search_space import parse_search_space
 
@@ -73,11 +77,18 @@ def test_keys_other_tooling_relies_on_exist() -> None:
         (["+search.unit_limits.svm=5000"], r"search\.unit_limits\.svm: 'svm' is not a component"),
         (["search.unit_limits.svc=50"], r"search\.unit_limits\.svc must be null \(no limit\) or at least 100"),
         (["search.unit_limits.svc=many"], r"search\.unit_limits"),
+        (["search.resume=stric"], r"search\.resume must be one of: true, false, strict \(got 'stric'; did you mean strict"),
+        (["search.resume=1"], r"search\.resume must be one of: true, false, strict \(got '1'\)"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], match: str) -> None:
     with pytest.raises(UnitRefineError, match=match):
         validate_config(compose_config(overrides))
+
+
+def test_search_resume_takes_strict_besides_true_and_false() -> None:
+    assert [validate_config(compose_config([f"search.resume={v}"])).search.resume for v in ("strict", "false")] == [
+        "strict", False]
 
 
 def test_unit_limits_default_to_the_documented_values_and_can_be_lifted() -> None:
@@ -90,7 +101,7 @@ def test_unit_limits_default_to_the_documented_values_and_can_be_lifted() -> Non
 
 
 def test_unknown_experiment_is_a_clear_error() -> None:
-    with pytest.raises(UnitRefineError, match="experiment/nope"):
+    with pytest.raises(UnitRefineError, match=r"There is no experiment 'nope' \(no file conf/experiment/nope\.yaml\)"):
         compose_config(["+experiment=nope"])
 
 
@@ -98,3 +109,111 @@ def test_train_yaml_keeps_experiment_out_of_its_defaults() -> None:
     text = (CONF_DIR / "train.yaml").read_text()
     defaults = text.split("defaults:")[1].split("\n\n")[0]
     assert "experiment" not in defaults
+
+
+# ----------------------------------------------------------------------------- configuration errors, as users see them
+#: OmegaConf's and our schema's internal names, which must never reach the user.
+INTERNAL = ("AnyNode", "ListConfig", "DictConfig", "TrainConfig", "SearchConfig", "DatasetConfig", "CVConfig",
+            "is not a subclass", "full_key", "object_type", "HYDRA_FULL_ERROR")
+
+
+def config_error(overrides: list[str]) -> str:
+    """The message of composing and validating ``overrides`` as ``python -m unitrefine.train`` does."""
+    with pytest.raises(UnitRefineError) as info:
+        cfg = compose_config(overrides)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            hydra_cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True).hydra
+        choices = dict(hydra_cfg.runtime.choices)
+        validate_config(cfg, config_origin(overrides, choices))
+    message = str(info.value)
+    assert not [name for name in INTERNAL if name in message], message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        # type mismatch
+        ("search.n_trials=abc", ["at key 'search.n_trials'", "override 'search.n_trials=abc'",
+                                 "expected a whole number", "got 'abc'"]),
+        ("cv.refit_on_all=maybe", ["at key 'cv.refit_on_all'", "expected true or false, got 'maybe'"]),
+        # a scalar where a list is expected
+        ("cv.holdout_recordings=mouse2a_imec0", ["at key 'cv.holdout_recordings'", "expected a list such as [a,b]",
+                                                 "got 'mouse2a_imec0'", "write cv.holdout_recordings=[mouse2a_imec0]"]),
+        ("dataset.recordings=abc", ["at key 'dataset.recordings'", "a list of mappings such as [{id: ...",
+                                    "got 'abc'"]),
+        # text where a mapping (a dataset) is expected, and a list where a mapping is
+        ("registry.evaluation_dataset=abc", ["at key 'registry.evaluation_dataset'", "expected a mapping of settings "
+                                             "(name, mode, recordings", "or null, got 'abc'"]),
+        ("search.unit_limits=[1]", ["at key 'search.unit_limits'", "it is a mapping", "search.unit_limits.<name>="]),
+        ("cv.holdout_recordings={a:1}", ["at key 'cv.holdout_recordings'", "it is a list"]),
+        # a required value not set
+        ("experiment_name=???", ["at key 'experiment_name'", "it has no value", "experiment_name=<value>"]),
+        # unknown keys, with and without '+', and one a YAML file does not set
+        ("search.n_trails=5", ["at key 'search.n_trails'", "did you mean search.n_trials?",
+                               "the settings under 'search'"]),
+        ("+search.n_trails=5", ["at key 'search.n_trails'", "did you mean search.n_trials?"]),
+        ("serch.n_trials=5", ["at key 'serch'", "did you mean search?"]),
+        ("dataset.recordings.0.metrcs=x.csv", ["at key 'dataset.recordings.0.metrcs'",
+                                               "did you mean dataset.recordings.0.metrics?"]),
+        ("dataset.label_property=quality", ["none of the chosen YAML files sets it",
+                                            "+dataset.label_property=quality"]),
+        ("~serch", ["'~serch' removes 'serch'", "the settings at the top level are"]),
+        # a bad choice
+        ("search.pruner=mediam", ["search.pruner must be one of: median, hyperband, wilcoxon, none", "got 'mediam'",
+                                  "did you mean median?"]),
+        ("cv.group_by=animal", ["cv.group_by must be one of: recording, subject, null (got 'animal')"]),
+        # override syntax
+        ("search.n_trials=[1", ["Cannot read the override 'search.n_trials=[1'", "a list as key=[a,b]"]),
+        ("search.n_trials", ["The argument 'search.n_trials' has no '='", "search.n_trials=<value>"]),
+        ("search.n_trials=1,2", ["'search.n_trials=1,2' has a comma", "search.n_trials=[a,b]", "--multirun"]),
+        ("dataset.recordings.9.id=x", ["the list 'dataset.recordings' has no item 9"]),
+        # '+' for a key that exists, no '+' for a group that is not chosen, a group chosen twice
+        ("+search.n_trials=3", ["'search.n_trials' already exists", "drop the '+'", "(search.n_trials=3)"]),
+        ("+dataset=tutorial", ["adds a second dataset", "(dataset=tutorial)"]),
+        # unknown config group options
+        ("task=sua_vs_al", ["There is no task 'sua_vs_al'", "did you mean sua_vs_all?", "noise_vs_neural, sua_vs_all"]),
+    ],
+)
+def test_config_errors_name_the_key_the_value_and_what_is_expected(override: str, fragments: list[str]) -> None:
+    message = config_error(["+experiment=smoke", override])
+    missing = [f for f in fragments if f not in message]
+    assert not missing, (missing, message)
+
+
+def test_a_mistyped_or_misplaced_experiment_gets_the_closest_name_and_the_fix() -> None:
+    assert "There is no experiment 'smok' (no file conf/experiment/smok.yaml) (did you mean smoke?): choose one of: " \
+           "mouse_3class_v1" in config_error(["+experiment=smok"])
+    assert "add one with a '+': +experiment=smoke" in config_error(["experiment=smoke"])
+    assert "experiment is chosen more than once" in config_error(["+experiment=smoke", "+experiment=mouse_v1"])
+
+
+def test_a_bad_value_from_a_yaml_file_names_that_file_and_every_problem_is_listed() -> None:
+    cfg = compose_config(["+experiment=smoke"])
+    cfg.cv.holdout_recordings = "mouse2a_imec0"  # as if conf/experiment/smoke.yaml said so
+    cfg.search.n_jobs = "two"  # conf/train.yaml sets search.n_jobs (smoke.yaml too: it wins)
+    cfg.dataset.name = "???"  # conf/dataset/mouse_base.yaml is overridden by smoke.yaml's dataset.name
+    cfg.tracking.uri = ["a"]  # only conf/tracking/local.yaml sets it
+    origin = config_origin(["+experiment=smoke"], {"experiment": "smoke", "tracking": "local", "dataset": "mouse_base"})
+    with pytest.raises(UnitRefineError) as info:
+        validate_config(cfg, origin)
+    message = str(info.value)
+    assert message.startswith("Invalid configuration:\n  - ")
+    assert "at key 'cv.holdout_recordings' (set in conf/experiment/smoke.yaml)" in message
+    assert "at key 'search.n_jobs' (set in conf/experiment/smoke.yaml): expected a whole number, got 'two'" in message
+    assert "at key 'dataset.name' (set in conf/experiment/smoke.yaml): it has no value" in message
+    assert "at key 'tracking.uri' (set in conf/tracking/local.yaml): expected a single value or null, got [a]" \
+        in message
+
+
+def test_a_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path: Path) -> None:
+    from unitrefine.hydra_errors import explain_yaml_error
+
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    bad = conf / "experiment" / "mine.yaml"
+    bad.write_text("# @package _global_\nsearch:\n  n_trials: [3\ncv: {}\n")
+    with pytest.raises(yaml.YAMLError) as info:
+        yaml.safe_load(bad.open())
+    message = explain_yaml_error(info.value, conf)
+    assert message.startswith("The config file conf/experiment/mine.yaml is not valid YAML, line 4, column 3:"), message

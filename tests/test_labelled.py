@@ -52,3 +52,15 @@ def test_two_files_for_one_recording_are_ambiguous(tmp_path: Path) -> None:
         pd.DataFrame({"cluster_id": [1], "group": ["good"]}).to_csv(tmp_path / f"recA{suffix}", sep=sep, index=False)
     with pytest.raises(UnitRefineError, match="several labels files for recording 'recA'"):
         read_labelled(tmp_path, ["recA", "recB"])
+
+
+def test_phy_cluster_ids_of_a_spikeinterface_export_are_read_as_unit_ids(tmp_path: Path) -> None:
+    # export_to_phy numbers clusters 0..n-1 and maps them to SpikeInterface's unit ids in cluster_si_unit_ids.tsv.
+    pd.DataFrame({"cluster_id": [0, 1, 2], "group": ["good", "unsorted", "noise"]}).to_csv(
+        tmp_path / "cluster_group.tsv", sep="\t", index=False)
+    pd.DataFrame({"cluster_id": [0, 1, 2], "si_unit_id": ["u7", "u3", "u5"]}).to_csv(
+        tmp_path / "cluster_si_unit_ids.tsv", sep="\t", index=False)
+    assert keys(read_labelled(tmp_path, ["rec"])) == {("rec", "u7"), ("rec", "u5")}
+    (tmp_path / "cluster_group.tsv").write_text("cluster_id\tgroup\n0\tgood\n9\tmua\n")
+    with pytest.raises(UnitRefineError, match=r"cluster_group.tsv: clusters '9' are not in .*cluster_si_unit_ids.tsv"):
+        read_labelled(tmp_path, ["rec"])

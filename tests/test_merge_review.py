@@ -176,6 +176,33 @@ def test_inputs_are_never_overwritten(tmp_path: Path, predicted) -> None:
     assert {p: p.read_bytes() for p in before} == before
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (folders as b"<dir>") with its content."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path: Path, predicted,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder, a path under a file, a relative input that is nowhere: named, nothing written. Relative paths are
+    taken from the working directory."""
+    path, preds = predicted
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"recording": "recA", "cluster_id": [preds["unit_id"].iloc[0]], "group": "good"}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    (tmp_path / "final").mkdir()
+    for options, message in (
+        ({"output": "final", "overwrite": True}, f"output={tmp_path / 'final'} is a folder, not a file"),
+        ({"output": "labels.csv/final.csv"}, f"cannot be written: {tmp_path / 'labels.csv'} is a file, not a folder"),
+        ({"output": "out.csv", "review": "nope.csv"},
+         f"review=nope.csv does not exist: looked in the working directory ({tmp_path / 'nope.csv'})"),
+    ):
+        before = snapshot(tmp_path)
+        assert message in _error(**{"predictions": "predictions.csv", "review": "labels.csv", **options})
+        assert snapshot(tmp_path) == before
+    result = run(predictions="predictions.csv", review="labels.csv", output="merged/final.csv")
+    assert result.output == tmp_path / "merged" / "final.csv" and result.output.is_file()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"review": "r", "output": "o"}, "Set predictions=..."),

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import StratifiedKFold
 
 from unitrefine.objective import Objective
 from unitrefine.search_space import parse_search_space
+from unitrefine.study import DUPLICATE_ATTR, first_evaluation
 
 OVERSAMPLED_FOREST = {
     "imputer": {"median": {}},
@@ -93,7 +98,8 @@ def test_objective_score_equals_per_fold_fit_of_the_whole_pipeline() -> None:
 
     def model() -> object:
         return make_pipeline(
-            SimpleImputer(), StandardScaler(), LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000, random_state=0)
+            SimpleImputer(), StandardScaler(),
+            LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000, random_state=0),
         )
 
     honest = [score(model().fit(X.iloc[tr], y[tr]), X.iloc[va], y[va]) for tr, va in folds]
@@ -116,8 +122,62 @@ def test_failing_configuration_fails_the_trial_with_its_reason() -> None:
     )
     study = optuna.create_study(direction="maximize")
     study.optimize(Objective(space, X, y, folds, get_scorer("balanced_accuracy"), seed=0), n_trials=2)
-    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
     assert "n_neighbors" in study.trials[0].user_attrs["error"] or "neighbors" in study.trials[0].user_attrs["error"]
+    # The space has one configuration: the second trial repeats the failed one and is not fitted (or failed) again.
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED
+    assert study.trials[1].user_attrs == {DUPLICATE_ATTR: 0}
+
+
+class CountingObjective(Objective):
+    """The objective, counting the pipelines it fits (one per fold of each evaluated configuration)."""
+
+    fits = 0
+
+    def fit_fold(self, spec: Any, train: np.ndarray) -> Any:
+        type(self).fits += 1
+        return super().fit_fold(spec, train)
+
+
+def test_a_repeated_configuration_is_not_fitted_again_whatever_the_earlier_trial_became(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    X, y = noise_data(n=90)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    space = parse_search_space({"imputer": {"median": {}}, "scaler": {"none": {}, "standard": {}},
+                                "resampler": {"none": {}}, "classifier": {"logistic_regression": {"C": [0.1, 1.0]}}})
+    a = {"imputer": "median", "scaler": "none", "resampler": "none", "classifier": "logistic_regression",
+         "logistic_regression.C": 0.1}
+    b, c = {**a, "scaler": "standard"}, {**a, "logistic_regression.C": 1.0}
+    study = optuna.create_study(direction="maximize")
+    # Trial 0: configuration c was pruned by the pruner after a fold (added as such, with its first fold's score).
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params=c, distributions=space_distributions(space, c),
+        intermediate_values={0: 0.4}, user_attrs={"fold_scores": [0.4]},
+    ))
+    for params in (a, b, a, c, b):  # trials 1..5: a and b are new; then a, c and b again
+        study.enqueue_trial(params)
+    objective = CountingObjective(space, X, y, folds, get_scorer("balanced_accuracy"), seed=0)
+    CountingObjective.fits = 0
+    with caplog.at_level(logging.INFO, logger="unitrefine.objective"):
+        study.optimize(objective, n_trials=5)
+    states = [(t.number, t.state.name, t.user_attrs.get(DUPLICATE_ATTR)) for t in study.trials]
+    assert states == [(0, "PRUNED", None), (1, "COMPLETE", None), (2, "COMPLETE", None), (3, "PRUNED", 1),
+                      (4, "PRUNED", 0), (5, "PRUNED", 2)]
+    assert CountingObjective.fits == 2 * len(folds), "only the two new configurations were fitted"
+    assert all("fold_scores" not in t.user_attrs and not t.intermediate_values for t in study.trials[3:])
+    assert "Trial 3 repeats the configuration of trial 1: it is not fitted again" in caplog.text
+    # Asking a duplicate's configuration again names the first trial that evaluated it, not the duplicate.
+    assert first_evaluation(study, 99, a) == 1 and first_evaluation(study, 1, a) is None
+
+
+def space_distributions(space: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The Optuna distributions ``space`` draws ``params`` from (read back from a trial that draws them)."""
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    space.sample(trial)
+    return dict(study.trials[0].distributions)
 
 
 def test_a_unit_limit_fits_each_fold_on_a_stratified_subsample_and_says_so(caplog) -> None:

@@ -57,3 +57,27 @@ def test_review_budget_from_the_command_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "q.csv").exists()
+
+
+def test_file_errors_exit_2_naming_the_file_and_change_nothing(tmp_path: Path) -> None:
+    """A truncated model file, and output= the data file (with the model given as its .skops file), from the
+    command line: one line naming the file, exit status 2, every file as it was (more cases: test_prediction)."""
+    from _tiny_models import fit_model, write_unlabelled
+
+    fit_model(tmp_path / "model", "three_class")
+    write_unlabelled(tmp_path / "new", {"recA": (20, 11)})
+    (tmp_path / "broken").mkdir()
+    for name in ("model_info.json", "best_model.skops"):
+        content = (tmp_path / "model" / name).read_bytes()
+        (tmp_path / "broken" / name).write_bytes(content if name.endswith(".json") else content[: len(content) // 2])
+    snapshot = {p: p.read_bytes() if p.is_file() else None for p in sorted(tmp_path.rglob("*"))}
+    for args, message in (
+        (["model=broken", "output=p.csv"],
+         f"The model file {tmp_path / 'broken' / 'best_model.skops'} could not be read"),
+        (["model=model/best_model.skops", "output=new/recA.csv", "overwrite=true"],
+         f"output={tmp_path / 'new' / 'recA.csv'} is an input of this command"),
+    ):
+        proc = run_predict(*args, "data=new/recA.csv", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert {p: p.read_bytes() if p.is_file() else None for p in sorted(tmp_path.rglob("*"))} == snapshot

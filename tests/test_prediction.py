@@ -233,3 +233,110 @@ def test_outputs_and_inputs_are_checked_before_any_work(tmp_path: Path, tiny_rec
 def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
     with pytest.raises(UnitRefineError, match=message):
         parse_predict_config(options)
+
+
+# --------------------------------------------------------------------------------------------------
+# File errors: each names the file and what to do, before any work; nothing written, no user file changed
+# --------------------------------------------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (folders as b"<dir>") with its content."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny three-class model folder and one recording's metrics CSV, under tmp_path."""
+    from _tiny_models import fit_model, write_unlabelled
+
+    model = fit_model(tmp_path / "model", "three_class")
+    data = write_unlabelled(tmp_path / "new", {"recA": (20, 11)}) / "recA.csv"
+    return model, data
+
+
+def _refused(root: Path, **options) -> str:
+    """Run predict with ``options``; it must fail with a UnitRefineError and leave ``root`` as it was."""
+    before = snapshot(root)
+    with pytest.raises(UnitRefineError) as excinfo:
+        run(**options)
+    assert snapshot(root) == before
+    return str(excinfo.value)
+
+
+def test_output_that_is_a_folder_is_refused_even_with_overwrite(tmp_path: Path, tiny) -> None:
+    model, data = tiny
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "old.csv").write_text("keep me\n")
+    for overwrite in (False, True):
+        message = _refused(tmp_path, model=model, data=data, output=tmp_path / "results", overwrite=overwrite)
+        assert f"output={tmp_path / 'results'} is a folder, not a file" in message
+        assert f"output={tmp_path / 'results' / 'predictions.csv'}" in message
+
+
+def test_output_in_a_folder_that_cannot_be_made_is_refused(tmp_path: Path, tiny) -> None:
+    """A path under an existing file (chmod does not stop root, a file in the way stops everyone)."""
+    model, data = tiny
+    (tmp_path / "report.txt").write_text("a file\n")
+    for output in (tmp_path / "report.txt" / "p.csv", tmp_path / "report.txt" / "sub" / "p.csv"):
+        message = _refused(tmp_path, model=model, data=data, output=output)
+        assert f"output={output} cannot be written: {tmp_path / 'report.txt'} is a file, not a folder" in message
+
+
+def test_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path: Path, tiny) -> None:
+    model, data = tiny
+    message = _refused(tmp_path, model=model, data=data, output=data, overwrite=True)
+    assert f"output={data} is an input of this command" in message and "never overwritten" in message
+    message = _refused(tmp_path, model=model, data=data.parent, output=data, overwrite=True)  # a folder of tables
+    assert f"output={data} is an input" in message
+    message = _refused(tmp_path, model=model, data=data, output=model / "preds.csv")
+    assert f"output={model / 'preds.csv'} is inside {model}, an input of this command" in message
+    phy = tmp_path / "phy"
+    phy.mkdir()
+    (phy / "cluster_group.tsv").write_text("cluster_id\tgroup\n1\tgood\n")
+    for output in (phy / "cluster_group.tsv", phy / "cluster_unitrefine_label.tsv"):
+        message = _refused(tmp_path, model=model, data=data, output=output, phy_folder=phy, overwrite=True)
+        assert f"output={output} is an input of this command" in message
+
+
+def test_model_may_be_given_as_its_model_file(tmp_path: Path, tiny) -> None:
+    model, data = tiny
+    run(model=model, data=data, output=tmp_path / "by_folder.csv")
+    run(model=model / "best_model.skops", data=data, output=tmp_path / "by_file.csv")
+    pd.testing.assert_frame_equal(read(tmp_path / "by_file.csv"), read(tmp_path / "by_folder.csv"))
+
+
+def test_a_write_that_fails_leaves_nothing_and_names_the_file(tmp_path: Path) -> None:
+    """Past the checks (a folder replaced by a file meanwhile): one clear error, no temporary file, no chain."""
+    from unitrefine.predict_io import write_predictions
+
+    (tmp_path / "gone").write_text("now a file\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(UnitRefineError) as excinfo:
+        write_predictions(pd.DataFrame({"unit_id": [1]}), tmp_path / "gone" / "p.csv")
+    assert f"Could not write {tmp_path / 'gone' / 'p.csv'}" in str(excinfo.value)
+    assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
+    assert snapshot(tmp_path) == before
+
+
+def test_relative_paths_are_found_from_the_working_directory_then_the_project(
+    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data= from the project (the README's example file) when it is not in the working directory; model= and
+    output= from the working directory; neither: both places named."""
+    from unitrefine.config import PROJECT_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    example = "experiments/tutorial/data/new_data.csv"
+    result = run(model="model", data=example, output="out/p.csv")
+    assert result.output == tmp_path / "out" / "p.csv" and len(read(result.output)) == 50
+    assert set(read(result.output)["recording"]) == {"new_data"}
+    (tmp_path / example).parent.mkdir(parents=True)
+    (tmp_path / "new" / "recA.csv").rename(tmp_path / example)  # now in the working directory: that one is used
+    assert len(read(run(model="model", data=example, output="q.csv").output)) == 20
+    message = _refused(tmp_path, model="model", data="experiments/none.csv", output="r.csv")
+    assert (f"data=experiments/none.csv does not exist: looked in the working directory "
+            f"({tmp_path / 'experiments' / 'none.csv'}) and in the project "
+            f"({PROJECT_ROOT / 'experiments' / 'none.csv'})" in message)
+    message = _refused(tmp_path, model="no_model", data=example, output="r.csv")
+    assert f"model=no_model does not exist: looked in the working directory ({tmp_path / 'no_model'})" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import optuna
@@ -15,9 +16,18 @@ from optuna.trial import TrialState, create_trial
 
 from unitrefine.errors import UnitRefineError
 from unitrefine.report import spec_params
+from unitrefine.resume import check_identity, choose_study
 from unitrefine.search_space import SearchSpace, parse_search_space
 from unitrefine.session import join_study
-from unitrefine.study import IDENTITY, WARM_START_ATTR, budget, retry, retry_history
+from unitrefine.study import (
+    DUPLICATE_ATTR,
+    IDENTITY,
+    MAX_DUPLICATES_IN_A_ROW,
+    WARM_START_ATTR,
+    budget,
+    retry,
+    retry_history,
+)
 from unitrefine.tracking import NullTracker
 from unitrefine.training import train
 from unitrefine.workers import Worker
@@ -36,7 +46,9 @@ def parents(root: Path) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-def test_rerun_continues_the_study_and_n_trials_is_the_budget_of_the_whole_study(tmp_path: Path, tiny_recordings) -> None:
+def test_rerun_continues_the_study_and_n_trials_is_the_budget_of_the_whole_study(
+    tmp_path: Path, tiny_recordings
+) -> None:
     first = train(make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=3"]))
     assert first is not None and sum(first.trial_counts.values()) == 3
     first_values = {t.number: t.value for t in first.study.trials}
@@ -59,32 +71,139 @@ def test_rerun_continues_the_study_and_n_trials_is_the_budget_of_the_whole_study
     assert more.run_id in {r.info.run_id for r in runs} and more.run_id != first.run_id
 
 
-def test_a_changed_configuration_is_refused_and_resume_false_starts_a_fresh_study(
-    tmp_path: Path, tiny_recordings
+def test_a_changed_configuration_starts_a_fresh_study_beside_the_one_it_would_have_continued(
+    tmp_path: Path, tiny_recordings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    train(make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2"]))
-    before = {p.name for p in (tmp_path / "experiments" / "smoke" / "models").iterdir()}
-    for change, what in (
-        (["search_space.classifier.random_forest.max_depth=[3,5]"], "search space"),
-        (["cv.n_splits=4"], "CV folds or scoring"),
-        (["seed=7"], "seed"),
-    ):
-        cfg = make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2", *change])
-        with pytest.raises(UnitRefineError, match=rf"Cannot resume study 'smoke' .*its .*{what}.*search\.resume=false"):
-            train(cfg)
-    changed = [{**r, "labels": r["labels"]} for r in tiny_recordings]
-    labels = Path(changed[0]["labels"])
-    labels.write_text(labels.read_text().replace("\tgood\n", "\tmua\n", 1))
-    with pytest.raises(UnitRefineError, match=r"its data \(searched units, features, labels\)"):
-        train(make_config(tmp_path, changed, [*BASE, "search.n_trials=2"]))
-    assert {p.name for p in (tmp_path / "experiments" / "smoke" / "models").iterdir()} == before
-    assert len(parents(tmp_path)) == 1, "a refused resume must not create runs"
-
-    fresh = train(make_config(tmp_path, changed, [*BASE, "search.n_trials=2", "search.resume=false"]))
+    first = train(make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2"]))
+    assert first is not None and first.study.study_name == "smoke"
+    with caplog.at_level(logging.INFO, logger="unitrefine"):
+        fresh = train(make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2", "seed=7"]))
     assert fresh is not None and fresh.study.study_name == "smoke#2"
+    # The seed also shuffles the CV folds.
+    assert ("Study 'smoke' (" in caplog.text and "is not continued: its cross-validation (folds or scoring) and seed "
+            "differ from this run's. Starting a fresh study 'smoke#2' beside it; run again with the configuration "
+            "'smoke' was started with to continue that one.") in caplog.text
     assert budget(journal_study(tmp_path, "smoke#2").get_trials(), 3).counted == 2
-    # resume=true now continues the latest study of the experiment, smoke#2.
-    assert train(make_config(tmp_path, changed, [*BASE, "search.n_trials=2"])) is None
+    assert [t.value for t in journal_study(tmp_path).get_trials()] == [t.value for t in first.study.trials]
+    assert len(parents(tmp_path)) == 2
+
+    # Each configuration continues its own study: both have their trials and their export, nothing is redone.
+    for seed in ("seed=7", "seed=42"):  # 42: the default
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="unitrefine"):
+            assert train(make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2", seed])) is None
+        assert f"Resuming study '{'smoke#2' if seed == 'seed=7' else 'smoke'}'" in caplog.text
+        assert "nothing to do" in caplog.text and "Starting a fresh study" not in caplog.text
+    assert len(parents(tmp_path)) == 2
+
+    # search.resume=strict refuses to start a study beside them, before anything is written.
+    before = {p: p.read_bytes() for p in (tmp_path / "mlruns" / "optuna").rglob("*") if p.is_file()}
+    listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    cfg = make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2"])
+    cfg.search.resume = "strict"  # type: ignore[assignment]  # (the config schema takes true or false for now)
+    with pytest.raises(UnitRefineError, match=(
+            r"Cannot resume study 'smoke#2' \(.*smoke\.journal\) with search\.resume=strict: its search space, data "
+            r"\(searched units, features, labels\), cross-validation \(folds or scoring\) and seed differ from this "
+            r"run's, so its trials cannot be compared with new ones\. Run again with the configuration the study was "
+            r"started with to continue it, set search\.resume=true to start a fresh study beside it, or choose another "
+            r"experiment_name\.")):
+        join_study(cfg, {k: "other" for k in IDENTITY}, [], NullTracker, "run", {}, {})
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listing
+    assert {p: p.read_bytes() for p in (tmp_path / "mlruns" / "optuna").rglob("*") if p.is_file()} == before
+    assert len(parents(tmp_path)) == 2
+
+
+def test_a_search_space_smaller_than_the_budget_is_searched_once_then_the_search_ends(
+    tmp_path: Path, tiny_recordings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One configuration and a budget of three: it is fitted once; the sampler's repeats of it are not fitted, nor
+    # logged to MLflow, nor counted, and after MAX_DUPLICATES_IN_A_ROW of them the search ends and exports.
+    space = {"imputer": {"median": {}}, "scaler": {"none": {}}, "resampler": {"none": {}},
+             "classifier": {"logistic_regression": {"C": 1.0}}}
+    overrides = [*BASE, "search.n_trials=3", "cv.estimate_new_recordings=false"]
+    with caplog.at_level(logging.INFO, logger="unitrefine"):
+        result = train(make_config(tmp_path, tiny_recordings, overrides, search_space=space))
+    assert result is not None
+    trials = journal_study(tmp_path).get_trials()
+    assert [t.user_attrs.get(DUPLICATE_ATTR) for t in trials] == [None, *[0] * MAX_DUPLICATES_IN_A_ROW]
+    assert result.trial_counts == {"complete": 1, "pruned": 0, "fail": 0, "interrupted": 0,
+                                   "duplicate": MAX_DUPLICATES_IN_A_ROW}
+    assert "Trial 1 repeats the configuration of trial 0: it is not fitted again" in caplog.text
+    assert (f"The last {MAX_DUPLICATES_IN_A_ROW} configurations the sampler proposed had all been evaluated already: "
+            "the search space looks exhausted, and the search of study 'smoke' stops after 1 distinct configurations "
+            "(search.n_trials=3).") in caplog.text
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id], max_results=100)
+    assert sorted(r.data.tags.get("optuna.trial_number", "parent") for r in runs) == ["0", "parent"]
+
+    # The same command again: nothing to search, nothing to export again, no new parent run.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unitrefine"):
+        assert train(make_config(tmp_path, tiny_recordings, overrides, search_space=space)) is None
+    assert "nothing to do. Widen search_space to search further" in caplog.text
+    assert len(journal_study(tmp_path).get_trials()) == len(trials) and len(parents(tmp_path)) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Which study a run continues: the one started with its configuration, or a fresh one beside the others
+# --------------------------------------------------------------------------------------------------
+
+SEED0 = {"unitrefine.search_space": "s", "unitrefine.data": "d", "unitrefine.cv": "c", "unitrefine.seed": "0"}
+
+
+def _new_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[str, str]) -> None:
+    study = optuna.create_study(study_name=name, storage=storage)
+    assert check_identity(study, identity, "memory")
+
+
+def test_a_run_continues_the_study_started_with_its_configuration_or_starts_one_beside_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = optuna.storages.InMemoryStorage()
+    assert choose_study(storage, "exp", SEED0, True, "memory") == "exp"
+    _new_study(storage, "exp", SEED0)
+    assert choose_study(storage, "exp", SEED0, True, "memory") == "exp"
+    assert choose_study(storage, "exp", SEED0, "strict", "memory") == "exp"
+    assert choose_study(storage, "exp", SEED0, False, "memory") == "exp#2"
+
+    seed7 = {**SEED0, "unitrefine.seed": "7"}
+    with caplog.at_level(logging.INFO, logger="unitrefine.resume"):
+        assert choose_study(storage, "exp", seed7, True, "memory") == "exp#2"
+    assert ("Study 'exp' (memory) is not continued: its seed differs from this run's. Starting a fresh study "
+            "'exp#2' beside it; run again with the configuration 'exp' was started with to continue that one."
+            ) in caplog.text
+    _new_study(storage, "exp#2", seed7)
+    # Each configuration finds its own study again, the older one too.
+    assert choose_study(storage, "exp", seed7, True, "memory") == "exp#2"
+    assert choose_study(storage, "exp", SEED0, True, "memory") == "exp"
+    caplog.clear()
+    other = {**seed7, "unitrefine.data": "other", "unitrefine.search_space": "other"}
+    with caplog.at_level(logging.INFO, logger="unitrefine.resume"):
+        assert choose_study(storage, "exp", other, True, "memory") == "exp#3"
+    assert ("its search space and data (searched units, features, labels) differ from this run's. Starting a fresh "
+            "study 'exp#3'") in caplog.text
+    assert choose_study(storage, "other_exp", other, True, "memory") == "other_exp"
+
+
+def test_strict_resume_refuses_a_study_started_otherwise_before_creating_anything() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    _new_study(storage, "exp", SEED0)
+    changed = {**SEED0, "unitrefine.cv": "4 folds", "unitrefine.seed": "7"}
+    with pytest.raises(UnitRefineError) as caught:
+        choose_study(storage, "exp", changed, "strict", "/data/exp.journal")
+    assert str(caught.value) == (
+        "Cannot resume study 'exp' (/data/exp.journal) with search.resume=strict: its cross-validation (folds or "
+        "scoring) and seed differ from this run's, so its trials cannot be compared with new ones. Run again with the "
+        "configuration the study was started with to continue it, set search.resume=true to start a fresh study "
+        "beside it, or choose another experiment_name."
+    )
+    with pytest.raises(UnitRefineError, match=r"search.resume='yes' is not one of true, false, strict"):
+        choose_study(storage, "exp", SEED0, "yes", "memory")
+    assert optuna.get_all_study_names(storage) == ["exp"]
+    # The identity check of a chosen study says what differs in a sentence, too.
+    study = optuna.load_study(study_name="exp", storage=storage)
+    with pytest.raises(UnitRefineError, match=r"its seed differs from this run's, so its trials cannot be compared"):
+        check_identity(study, {**SEED0, "unitrefine.seed": "7"}, "memory")
 
 
 def test_tracking_off_keeps_the_study_in_memory_unless_a_storage_is_given(tmp_path: Path, tiny_recordings) -> None:

@@ -9,11 +9,20 @@ import optuna
 import pytest
 from conftest import make_config
 from optuna.distributions import FloatDistribution
-from optuna.trial import create_trial
+from optuna.trial import TrialState, create_trial
 
 from unitrefine.config import CONF_DIR, SearchConfig, compose_config, validate_config
 from unitrefine.study import (
-    TIMEOUT_ATTR, WindowedHyperbandPruner, WindowedMedianPruner, budget, make_pruner, stopped_by_timeout,
+    DUPLICATE_ATTR,
+    MAX_DUPLICATES_IN_A_ROW,
+    TIMEOUT_ATTR,
+    WindowedHyperbandPruner,
+    WindowedMedianPruner,
+    budget,
+    first_evaluation,
+    make_pruner,
+    stopped_by_timeout,
+    trial_counts,
 )
 from unitrefine.training import train
 
@@ -107,3 +116,44 @@ def test_a_hyperband_trial_started_before_the_brackets_were_set_up_is_not_pruned
     assert not any(k.startswith("completed_rung") for k in frozen(study, early.number).system_attrs)
     # Optuna's pruner, which set up its brackets while the early trial ran, would prune it.
     assert optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=2).prune(study, frozen(study, early.number))
+
+
+# --------------------------------------------------------------------------------------------------
+# Duplicates: not counted, and many in a row end the search
+# --------------------------------------------------------------------------------------------------
+
+
+def _x(state: TrialState, x: float, **attrs: object) -> optuna.trial.FrozenTrial:
+    return create_trial(state=state, value=x if state == TrialState.COMPLETE else None, params={"x": x},
+                        distributions={"x": FloatDistribution(0, 1)}, user_attrs=dict(attrs))
+
+
+def test_duplicates_do_not_count_toward_the_budget_and_many_in_a_row_exhaust_the_space() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_x(TrialState.COMPLETE, 0.1))
+    study.add_trial(_x(TrialState.PRUNED, 0.2))
+    study.add_trial(_x(TrialState.PRUNED, 0.1, **{DUPLICATE_ATTR: 0}))
+    study.add_trial(_x(TrialState.FAIL, 0.2, **{DUPLICATE_ATTR: 1}))  # a duplicate stopped before it was told
+    b = budget(study.get_trials(), max_retries=3)
+    assert (b.counted, b.duplicates, b.duplicates_in_a_row, b.to_retry, b.exhausted) == (2, 2, 2, (), False)
+    assert trial_counts(study.get_trials(), 3) == {"complete": 1, "pruned": 1, "fail": 0, "interrupted": 0,
+                                                   "duplicate": 2}
+    for _ in range(MAX_DUPLICATES_IN_A_ROW - 2):
+        study.add_trial(_x(TrialState.PRUNED, 0.1, **{DUPLICATE_ATTR: 0}))
+    assert budget(study.get_trials(), 3).exhausted
+    study.add_trial(_x(TrialState.COMPLETE, 0.3))  # a new configuration ends the run of duplicates
+    b = budget(study.get_trials(), 3)
+    assert (b.counted, b.duplicates, b.duplicates_in_a_row, b.exhausted) == (3, MAX_DUPLICATES_IN_A_ROW, 0, False)
+
+
+def test_a_duplicate_names_the_trial_with_a_result_and_a_retry_is_not_a_duplicate_of_what_it_retries() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_x(TrialState.FAIL, 0.5))  # 0: interrupted (its worker stopped)
+    retried = _x(TrialState.COMPLETE, 0.5)
+    retried.system_attrs = {"failed_trial": 0, "retry_history": [0]}
+    study.add_trial(retried)  # 1: its retry, complete
+    study.add_trial(_x(TrialState.FAIL, 0.7))  # 2: interrupted, not retried yet
+    assert first_evaluation(study, 9, {"x": 0.5}) == 1
+    assert first_evaluation(study, 9, {"x": 0.7}) == 2, "the retry to come evaluates it: not fitted twice"
+    assert first_evaluation(study, 1, {"x": 0.5}) is None, "a retry is not a duplicate of the attempt it retries"
+    assert first_evaluation(study, 9, {"x": 0.9}) is None and first_evaluation(study, 9, {}) is None

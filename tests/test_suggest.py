@@ -66,10 +66,47 @@ def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(workdir: Path)
     for args, message in (
         (["model=model", "data=nope", "output=p.csv"], "nope does not exist"),
         (["model=model", "data=new", "output=p.csv", "strategy=margn"], "strategy must be one of margin"),
-        (["model=model", "data=new", "output=p.csv", "labels=missing.csv"], "missing.csv (labels=) do not exist"),
+        (["model=model", "data=new", "output=p.csv", "labels=missing.csv"], "labels=missing.csv does not exist"),
         (["data=new", "output=p.csv"], "Set model=..."),
     ):
         proc = run_suggest(*args, cwd=workdir)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert not (workdir / "p.csv").exists()
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (folders as b"<dir>") with its content."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
+def test_file_errors_name_the_file_and_write_nothing(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outputs are checked as predict checks them: a folder, a path under a file, an input (data, labels,
+    the model folder), a damaged model file; relative paths from the working directory."""
+    from unitrefine.active import parse_suggest_config, suggest
+    from unitrefine.errors import UnitRefineError
+
+    monkeypatch.chdir(workdir)
+    pd.DataFrame({"recording": "recA", "cluster_id": [1], "group": ["good"]}).to_csv(workdir / "done.csv", index=False)
+    (workdir / "results").mkdir()
+    (workdir / "broken").mkdir()
+    (workdir / "broken" / INFO_FILE).write_bytes((workdir / "model" / INFO_FILE).read_bytes())
+    (workdir / "broken" / "best_model.skops").write_bytes((workdir / "model" / "best_model.skops").read_bytes()[:100])
+    cases = [
+        ({"output": "results"}, f"output={workdir / 'results'} is a folder, not a file"),
+        ({"output": "done.csv/p.csv"}, f"cannot be written: {workdir / 'done.csv'} is a file, not a folder"),
+        ({"output": "new/recA.csv"}, f"output={workdir / 'new' / 'recA.csv'} is an input of this command"),
+        ({"output": "done.csv", "labels": "done.csv"}, f"output={workdir / 'done.csv'} is an input of this command"),
+        ({"output": "model/next.csv"}, f"is inside {workdir / 'model'}, an input of this command"),
+        ({"output": "p.csv", "model": "broken/best_model.skops"},
+         f"The model file {workdir / 'broken' / 'best_model.skops'} could not be read"),
+        ({"output": "p.csv", "data": "newer"},
+         f"data=newer does not exist: looked in the working directory ({workdir / 'newer'})"),
+    ]
+    for changes, message in cases:
+        before = snapshot(workdir)
+        options = {"model": "model", "data": "new", "overwrite": True, **changes}
+        with pytest.raises(UnitRefineError) as excinfo:
+            suggest(parse_suggest_config(options))
+        assert message in str(excinfo.value), (changes, str(excinfo.value))
+        assert snapshot(workdir) == before

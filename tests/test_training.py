@@ -17,6 +17,7 @@ from unitrefine.estimators import TRUSTED_TYPES
 from unitrefine.evaluation import balanced_accuracy
 from unitrefine.export import load_model_folder
 from unitrefine.final_model import fit_spec
+from unitrefine.report import summary
 from unitrefine.training import train
 
 N_TRIALS = 4
@@ -124,6 +125,8 @@ def test_mlflow_holds_parent_nested_trials_artifacts_and_registered_model(smoke_
     assert Path(cfg.root, "mlruns", "artifacts", "smoke").is_dir()
     version = client.get_model_version("smoke", result.model_version)
     assert version.run_id == result.run_id
+    assert result.runs_page is not None and f"/#/experiments/{exp.experiment_id}/runs?" in result.runs_page
+    assert result.runs_page in summary(result, "balanced_accuracy")
 
 
 def test_refit_on_all_trains_the_export_on_every_recording(tmp_path: Path, tiny_recordings) -> None:
@@ -133,7 +136,7 @@ def test_refit_on_all_trains_the_export_on_every_recording(tmp_path: Path, tiny_
     )
     result = train(cfg)
     assert set(pd.read_csv(result.model_folder / "training_data.csv")["recording"]) == {"rec0", "rec1", "rec2", "rec3"}
-    assert result.run_id is None and result.model_version is None
+    assert result.run_id is None and result.model_version is None and result.runs_page is None
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -234,6 +237,6 @@ def test_a_unit_limit_subsamples_search_and_export_and_is_part_of_the_study_iden
     expected = len(fit_positions(labels["class_code"].to_numpy(), 100, cfg.seed))
     assert pipeline.named_steps["scaler"].n_samples_seen_ == expected <= 101
     # A limit that binds is part of what the study's scores depend on; one that does not bind is not.
-    with pytest.raises(UnitRefineError, match=r"Cannot resume study 'smoke' .*CV folds or scoring"):
-        train(config(["+search.unit_limits.logistic_regression=150"]))
+    limited = train(config(["+search.unit_limits.logistic_regression=150"]))  # a fresh study beside it
+    assert limited is not None and limited.study.study_name == "smoke#2"
     assert train(config(["+search.unit_limits.logistic_regression=100", "search.unit_limits.svc=200"])) is None

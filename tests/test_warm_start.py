@@ -148,7 +148,8 @@ def test_warm_start_from_the_registry(tmp_path: Path, tiny_recordings) -> None:
     assert parent.data.tags["unitrefine.warm_start"] == "models:/smoke@challenger"
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{second.run_id}'")
     tagged = {r.data.tags["optuna.trial_number"]: r.data.tags.get("unitrefine.warm_start") for r in runs}
-    assert tagged["0"] == "models:/smoke@challenger best configuration" and tagged["1"] is None
+    assert tagged["0"] == "models:/smoke@challenger best configuration" and "1" not in tagged
+    assert second.study.trials[1].user_attrs["duplicate_of"] == 0  # the default configuration: no second fit
     cfg = make_config(tmp_path, tiny_recordings, [*common, "search.warm_start=models:/smoke@champion", "search.resume=false"])
     with pytest.raises(UnitRefineError, match="search.warm_start: models:/smoke@champion is not in the registry"):
         train(cfg)

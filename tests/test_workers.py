@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -29,7 +30,7 @@ from unitrefine.errors import is_interrupt
 from unitrefine.export import load_model_folder
 from unitrefine.objective import Objective
 from unitrefine.report import TrainResult
-from unitrefine.study import budget, retry_history
+from unitrefine.study import DUPLICATE_ATTR, budget, retry_history
 from unitrefine.training import train
 
 TrialState = optuna.trial.TrialState
@@ -195,7 +196,8 @@ def test_sigkill_mid_search_then_rerun_loses_and_duplicates_nothing(tmp_path: Pa
         # The retry keeps what the killed attempt had sampled (maybe nothing yet) and samples the rest.
         assert len(retries) == 1 and by_number[n].params.items() <= retries[0].params.items()
     runs = check_mlflow(tmp_path, trials)
-    status = {int(r.data.tags["optuna.trial_number"]): r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags}
+    status = {int(r.data.tags["optuna.trial_number"]): r.info.status
+              for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert all(status[n] == "KILLED" for n in killed)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.info.status == "FINISHED"
@@ -271,12 +273,13 @@ def cpu_load() -> Iterator[None]:
 
 
 def train_slowed(
-    tmp_path: Path, recordings: list[dict[str, str]], slow_parity: int, monkeypatch: pytest.MonkeyPatch, *extra: str
+    tmp_path: Path, recordings: list[dict[str, str]], slow_parity: int, monkeypatch: pytest.MonkeyPatch, *extra: str,
+    **changes: Any,
 ) -> TrainResult:
     """Train with ``search.n_jobs=2``, every trial whose number is ``slow_parity`` modulo 2 made 0.3 s slower.
 
     The objective is the real one (real Optuna, real fits); only its duration changes, so that trials finish in
-    another order than in a run with the other parity.
+    another order than in a run with the other parity. ``changes`` go to :func:`make_config`.
     """
     objective = Objective.__call__
 
@@ -290,7 +293,7 @@ def train_slowed(
         cfg = make_config(tmp_path, recordings, [
             "search.n_trials=12", "search.n_jobs=2", "search.n_startup_trials=3", "tracking.enabled=false",
             "cv.n_splits=3", *extra,
-        ])
+        ], **changes)
         result = train(cfg)
     finally:
         monkeypatch.setattr(Objective, "__call__", objective)
@@ -317,3 +320,43 @@ def test_two_threads_give_the_same_trials_and_model_on_a_busy_machine(
     b, _ = load_model_folder(second.model_folder)
     X = pd.concat([features_for(a, r["metrics"]) for r in recordings])
     assert np.abs(a.predict_proba(X) - b.predict_proba(X)).max() == 0
+
+
+#: Eight configurations: the sampler proposes some twice within a dozen trials.
+DISCRETE_SPACE = {"imputer": {"median": {}, "mean": {}}, "scaler": {"standard": {}, "none": {}},
+                  "resampler": {"none": {}}, "classifier": {"logistic_regression": {"C": [0.1, 1.0]}}}
+
+
+def test_two_threads_skip_the_same_duplicates_and_fit_each_configuration_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recordings = overlapping_recordings(tmp_path / "data", 3, seed=11, spread=2.5, n_units=60)
+    fits: list[int] = []
+    fit_fold = Objective.fit_fold
+
+    def counted(self: Objective, spec: Any, train: np.ndarray) -> Any:
+        fits.append(1)
+        return fit_fold(self, spec, train)
+
+    monkeypatch.setattr(Objective, "fit_fold", counted)
+    runs = []
+    for parity in (0, 1):
+        fits.clear()
+        result = train_slowed(tmp_path / f"run{parity}", recordings, parity, monkeypatch, "search.n_trials=6",
+                              "cv.estimate_new_recordings=false", search_space=DISCRETE_SPACE)
+        trials = result.study.get_trials()
+        evaluated = [t for t in trials if DUPLICATE_ATTR not in t.user_attrs]
+        duplicates = [t for t in trials if DUPLICATE_ATTR in t.user_attrs]
+        assert budget(trials, 3).counted == len(evaluated) == 6 and duplicates
+        assert result.trial_counts["duplicate"] == len(duplicates)
+        # Each duplicate names the trial that evaluated its configuration, and was neither fitted nor scored.
+        for d in duplicates:
+            original = trials[d.user_attrs[DUPLICATE_ATTR]]
+            assert original.params == d.params and DUPLICATE_ATTR not in original.user_attrs
+            assert d.state == TrialState.PRUNED and not d.intermediate_values and "fold_scores" not in d.user_attrs
+        assert len({json.dumps(t.params, sort_keys=True) for t in evaluated}) == 6
+        assert len(fits) == sum(len(t.user_attrs["fold_scores"]) for t in evaluated), "a duplicate was fitted"
+        board = pd.read_csv(result.model_folder / "model_accuracies.csv")
+        assert set(board.loc[board["state"] == "complete", "trial"]) <= {t.number for t in evaluated}
+        runs.append([(t.number, t.state.name, t.params, t.value, t.user_attrs.get(DUPLICATE_ATTR)) for t in trials])
+    assert runs[0] == runs[1], "the same trials and duplicates whichever trials finish first"

@@ -26,10 +26,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from unitrefine import predict_io as io
+from unitrefine.command_paths import check_not_input, input_path, labels_inputs, output_path
 from unitrefine.errors import UnitRefineError
 from unitrefine.labelled import drop_labelled, read_labelled
 from unitrefine.options import MODEL_AND_DATA, command_options
-from unitrefine.prediction import PredictConfig, load_models, predict_source
+from unitrefine.prediction import PredictConfig, input_locations, load_models, predict_source
 
 # The scores live in unitrefine.uncertainty; their names stay importable from here.
 from unitrefine.uncertainty import (  # noqa: F401
@@ -204,10 +205,13 @@ def suggest(cfg: SuggestConfig) -> SuggestResult:
         Bad data, model, labels or options, or an existing output (without ``overwrite``); the output is
         written only at the end, atomically.
     """
-    sources = io.discover(Path(cfg.data).expanduser().resolve())
-    output = Path(cfg.output).expanduser().resolve()
+    sources = io.discover(input_path(cfg.data, "data"))
+    output = output_path(cfg.output)
+    labels_path = input_path(cfg.labels, "labels") if cfg.labels else None
+    labels_files = labels_inputs(labels_path, [s.name for s in sources]) if labels_path is not None else []
+    files, folders = input_locations(sources, [cfg.model])
+    check_not_input(output, [*files, *labels_files], folders)
     io.check_writable([output], cfg.overwrite)
-    labels_path = Path(cfg.labels).expanduser().resolve() if cfg.labels else None
     labelled = read_labelled(labels_path, [s.name for s in sources]) if labels_path is not None else None
     (model,) = load_models([cfg.model], cfg.trust, cfg.tracking_uri)
     predict_cfg = cfg.predict_config()

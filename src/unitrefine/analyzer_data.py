@@ -5,14 +5,21 @@ Each recording names an ``analyzer`` folder (binary folder or ``.zarr``) and its
 (``dataset.label_property``, e.g. ``quality``). Metrics the features need and an analyzer lacks are computed
 (:func:`unitrefine.analyzers.ensure_metrics`) and saved on it; the parameters actually used are returned in
 the table's ``metric_params``, the form ``model_info.json`` stores.
+
+The Python API hands SortingAnalyzer objects over in memory instead (:func:`given_analyzers`), with their
+labels, and computes what some lack as the others computed it (:func:`stored_compute`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -25,6 +32,79 @@ from unitrefine.data import UnitTable, check_dataset, combine_recordings, prepar
 from unitrefine.errors import UnitRefineError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GivenAnalyzer:
+    """A SortingAnalyzer object handed over in memory (by :func:`unitrefine.api.train_model`) and its labels."""
+
+    analyzer: Any
+    labels: pd.Series  # curation labels indexed by unit id (strings)
+
+
+#: Recording ``analyzer`` reference -> the object given for it, while :func:`given_analyzers` is active.
+_GIVEN: ContextVar[Mapping[str, GivenAnalyzer]] = ContextVar("unitrefine_given_analyzers", default=MappingProxyType({}))
+
+
+@contextmanager
+def given_analyzers(given: Mapping[str, GivenAnalyzer]) -> Iterator[None]:
+    """Within the block, a recording whose ``analyzer`` is a key of ``given`` uses that object and its labels
+    instead of opening a folder and reading a labels file.
+
+    Parameters
+    ----------
+    given : mapping
+        Reference (the recording's ``analyzer`` entry, e.g. ``analyzers[0]``) -> :class:`GivenAnalyzer`.
+    """
+    token = _GIVEN.set(MappingProxyType(dict(given)))
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
+
+
+def stored_compute(analyzers: Sequence[Any]) -> dict[str, Any]:
+    """A ``dataset.compute`` section computing what some ``analyzers`` lack as the others computed it.
+
+    Every metric an analyzer holds is wanted on all of them. One lacking it computes it with the parameters
+    stored by the first analyzer holding it (extension-level parameters too, for a new extension), so that
+    all agree.
+
+    Parameters
+    ----------
+    analyzers : list of SortingAnalyzer
+        The analyzers of a dataset, in order.
+
+    Returns
+    -------
+    dict
+        ``{"quality_metrics": {"metric_names", "metric_params", "params"}, "template_metrics": {...},
+        "pca_metrics": bool}``, ``pca_metrics`` false when some analyzer lacks a PCA metric another holds
+        (computing those stays opt-in); empty when no analyzer holds metrics, so that SpikeInterface's
+        default lists are computed.
+    """
+    stored = [{ext: az.extension_params(a, ext) for ext in sm.EXTENSIONS} for a in analyzers]
+    if not any(p for s in stored for p in s.values()):
+        return {}
+    compute: dict[str, Any] = {}
+    lacked_pca = False
+    for ext in sm.EXTENSIONS:
+        holders = [s[ext] for s in stored if s[ext] is not None]
+        names = list(dict.fromkeys(n for h in holders for n in h["metric_names"]))
+        lacked = [n for n in names if any(s[ext] is None or n not in s[ext]["metric_names"] for s in stored)]
+        metric_params: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        for h in holders:
+            for n in h["metric_names"]:
+                metric_params.setdefault(n, h["metric_params"][n])
+            for key, value in h.items():
+                if key not in ("metric_names", "metric_params"):
+                    params.setdefault(key, value)
+        compute[ext] = {"metric_names": names, "params": params,
+                        "metric_params": {n: metric_params[n] for n in lacked}}
+        lacked_pca = lacked_pca or any(n in sm.pca_metric_names() for n in lacked)
+    compute["pca_metrics"] = not lacked_pca
+    return compute
 
 
 def _plain(d: Any) -> dict[str, Any]:
@@ -96,7 +176,20 @@ def requested_params(dataset: DatasetConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+def _open(rec: RecordingConfig, root: Path) -> tuple[Any, Path]:
+    """The recording's analyzer (the object given in memory, or its folder opened) and its path, for messages."""
+    assert rec.analyzer is not None  # validated with the config
+    given = _GIVEN.get().get(rec.analyzer)
+    if given is not None:
+        return given.analyzer, Path(rec.analyzer)
+    path = root / Path(rec.analyzer).expanduser()
+    return az.open_analyzer(path), path
+
+
 def _labels(rec: RecordingConfig, dataset: DatasetConfig, analyzer: Any, root: Path, where: str) -> tuple[pd.Series, str]:
+    given = _GIVEN.get().get(str(rec.analyzer))
+    if given is not None:
+        return given.labels, str(rec.labels or rec.analyzer)
     if rec.labels is not None:
         path = root / Path(rec.labels).expanduser()
         return read_labels(path), str(path)
@@ -218,10 +311,8 @@ def load_analyzer_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) 
     frames: dict[str, pd.DataFrame] = {}
     params: dict[str, dict[str, dict[str, Any] | None]] = {}
     for rec in dataset.recordings:
-        assert rec.analyzer is not None  # validated with the config
-        path = root / Path(rec.analyzer).expanduser()
+        analyzer, path = _open(rec, root)
         where = f"Recording '{rec.id}' ({path})"
-        analyzer = az.open_analyzer(path)
         for ext in sm.EXTENSIONS:
             az.ensure_metrics(
                 analyzer, {ext: wanted[ext]}, requested, extensions=_plain(dataset.compute.extensions),

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from unitrefine.config_check import ConfigOrigin, did_you_mean, format_problems, schema_problems
 from unitrefine.errors import UnitRefineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +131,7 @@ class SearchConfig:
     timeout_s: Optional[float] = None
     n_jobs: int = 1
     storage: Optional[str] = None
-    resume: bool = True
+    resume: Any = True  # True, False or "strict" (unitrefine.resume)
     heartbeat_s: int = 10
     grace_period_s: int = 30
     max_retries: int = 3
@@ -226,13 +227,15 @@ class TrainConfig:
         return self.root_dir / Path(path).expanduser()
 
 
-def validate_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+def validate_config(cfg: DictConfig | dict[str, Any], origin: ConfigOrigin | None = None) -> TrainConfig:
     """Check a composed config against the schema and return it as typed dataclasses.
 
     Parameters
     ----------
     cfg : DictConfig or dict
         The composed configuration.
+    origin : ConfigOrigin, optional
+        The overrides and config files it was composed from, to name where a bad value is set.
 
     Returns
     -------
@@ -242,18 +245,20 @@ def validate_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     Raises
     ------
     UnitRefineError
-        If a key is unknown, a value has the wrong type or a required value is missing.
+        If a key is unknown, a value has the wrong type or shape or a required value is missing (every such
+        problem, each with its dotted key, the value given and what is expected), or a value is out of range.
     """
     try:
+        plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+        problems = schema_problems(plain, TrainConfig)
+        if problems:
+            raise UnitRefineError(format_problems(problems, origin))
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
         obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        where = f" at key '{key}'" if key else ""
-        msg = str(exc).splitlines()[0]
-        raise UnitRefineError(
-            f"Invalid configuration{where}: {msg}. Check the override or the YAML file that sets it."
-        ) from None
+    except OmegaConfBaseException as exc:  # what the schema walk does not see, e.g. an interpolation
+        key = getattr(exc, "full_key", None) or "(top level)"
+        message = str(exc).splitlines()[0]
+        raise UnitRefineError(format_problems([(key, message)], origin)) from None
     assert isinstance(obj, TrainConfig)
     _check_values(obj)
     _drop_excluded_recordings(obj)
@@ -289,8 +294,14 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"search.n_jobs must be >= 1 (got {cfg.search.n_jobs})")
     if cfg.search.timeout_s is not None and cfg.search.timeout_s <= 0:
         problems.append(f"search.timeout_s must be > 0 or null (got {cfg.search.timeout_s})")
-    if cfg.search.pruner not in ("median", "hyperband", "wilcoxon", "none"):
-        problems.append(f"search.pruner must be median, hyperband, wilcoxon or none (got '{cfg.search.pruner}')")
+    problems += [p for key, value, choices in (
+        ("search.pruner", cfg.search.pruner, ("median", "hyperband", "wilcoxon", "none")),
+        ("search.resume", cfg.search.resume, (True, False, "strict")),
+        ("threshold.objective", cfg.threshold.objective, ("balanced_accuracy", "precision")),
+        ("calibration.method", cfg.calibration.method, ("sigmoid", "isotonic", None)),
+        ("registry.bootstrap_by", cfg.registry.bootstrap_by, ("recording", "unit")),
+        ("cv.group_by", cfg.cv.group_by, ("recording", "subject", None)),
+    ) if (p := _not_one_of(key, value, choices))]
     if cfg.search.heartbeat_s < 1 or cfg.search.grace_period_s <= cfg.search.heartbeat_s:
         problems.append(
             f"search.heartbeat_s must be >= 1 and search.grace_period_s larger than it "
@@ -312,26 +323,18 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"ensemble.max_members must be null (no bound) or >= 1 (got {cfg.ensemble.max_members})")
     if cfg.ensemble.rounds < 0 or cfg.ensemble.candidates < 1:
         problems.append("ensemble.rounds must be >= 0 and ensemble.candidates >= 1")
-    if cfg.threshold.objective not in ("balanced_accuracy", "precision"):
-        problems.append(f"threshold.objective must be balanced_accuracy or precision (got '{cfg.threshold.objective}')")
     if cfg.threshold.tune and len(cfg.task.classes) != 2:
         problems.append(f"threshold.tune needs a binary task; '{cfg.task.name}' has {len(cfg.task.classes)} classes")
-    if cfg.calibration.method not in (None, "sigmoid", "isotonic"):
-        problems.append(f"calibration.method must be sigmoid, isotonic or null (got '{cfg.calibration.method}')")
     if cfg.calibration.method is not None and cfg.threshold.tune:
         problems.append("calibration.method and threshold.tune cannot be combined: choose one")
     if not 0 < cfg.threshold.target_precision <= 1:
         problems.append(f"threshold.target_precision must be in (0, 1] (got {cfg.threshold.target_precision})")
-    if cfg.registry.bootstrap_by not in ("recording", "unit"):
-        problems.append(f"registry.bootstrap_by must be recording or unit (got '{cfg.registry.bootstrap_by}')")
     if cfg.registry.n_bootstrap < 100:
         problems.append(f"registry.n_bootstrap must be >= 100 (got {cfg.registry.n_bootstrap})")
     if cfg.cv.estimate_max_refits < 2:
         problems.append(f"cv.estimate_max_refits must be >= 2 (got {cfg.cv.estimate_max_refits})")
     if cfg.cv.n_splits < 2:
         problems.append(f"cv.n_splits must be >= 2 (got {cfg.cv.n_splits})")
-    if cfg.cv.group_by not in (None, "recording", "subject"):
-        problems.append(f"cv.group_by must be recording, subject or null (got '{cfg.cv.group_by}')")
     for name, dataset in (("dataset", cfg.dataset), ("registry.evaluation_dataset", cfg.registry.evaluation_dataset)):
         if dataset is not None:
             problems += _dataset_problems(name, dataset)
@@ -346,6 +349,15 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"task.positive_class '{cfg.task.positive_class}' is not in task.classes")
     if problems:
         raise UnitRefineError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _not_one_of(key: str, value: Any, choices: tuple[Any, ...]) -> str:
+    """``<key> must be one of: a, b, null (got 'x'; did you mean a?)`` when ``value`` is not a choice, else ``""``."""
+    if any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):  # 1 is not True
+        return ""
+    names = ["null" if c is None else str(c).lower() if isinstance(c, bool) else c for c in choices]
+    hint = did_you_mean(str(value), names).replace(" (", "; ").rstrip(")")
+    return f"{key} must be one of: {', '.join(names)} (got '{value}'{hint})"
 
 
 def _unit_limit_problems(limits: dict[str, Optional[int]]) -> list[str]:
@@ -367,7 +379,7 @@ def _unit_limit_problems(limits: dict[str, Optional[int]]) -> list[str]:
 def _dataset_problems(key: str, dataset: DatasetConfig) -> list[str]:
     """What a dataset's mode requires of its recordings (CSV: a metrics table; analyzers: an analyzer folder)."""
     if dataset.mode not in ("csv", "analyzers"):
-        return [f"{key}.mode '{dataset.mode}' is not supported; use 'csv' or 'analyzers'"]
+        return [_not_one_of(f"{key}.mode", dataset.mode, ("csv", "analyzers"))]
     problems = []
     field_name = "metrics" if dataset.mode == "csv" else "analyzer"
     lacking = [r.id for r in dataset.recordings if getattr(r, field_name) is None]
@@ -398,12 +410,30 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     Returns
     -------
     DictConfig
+
+    Raises
+    ------
+    UnitRefineError
+        An override Hydra cannot read, an unknown key or config option (with the closest known one), or ``+``
+        for a key that exists; the message names the override as typed.
     """
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
+    from unitrefine.hydra_errors import explain_composition_error, explain_yaml_error
+
+    overrides = list(overrides or [])
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides or []))
+            return compose(config_name=config_name, overrides=overrides)
     except HydraException as exc:
-        raise UnitRefineError(f"Could not compose the configuration: {exc}") from None
+        schema = TrainConfig if config_name in ("train", "promote") else None
+        raise UnitRefineError(explain_composition_error(exc, overrides, config_name, CONF_DIR, schema)) from None
+    except yaml.YAMLError as exc:
+        raise UnitRefineError(explain_yaml_error(exc, CONF_DIR)) from None
+
+
+def config_origin(overrides: list[str], choices: dict[str, Any], config_name: str = "train") -> ConfigOrigin:
+    """Where a configuration composed from ``conf/<config_name>.yaml`` came from (see :class:`ConfigOrigin`)."""
+    return ConfigOrigin(tuple(overrides), dict(choices), config_name, CONF_DIR)

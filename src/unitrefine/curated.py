@@ -22,6 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from unitrefine import predict_io as io
+from unitrefine.command_paths import check_not_input, input_path, labels_inputs, output_path
 from unitrefine.data import read_table
 from unitrefine.errors import UnitRefineError
 from unitrefine.labelled import Options, check_known_units, read_unit_labels
@@ -180,10 +181,8 @@ def to_classes(labels: pd.DataFrame, classes: list[str], mapping: dict[str, str]
 
 
 def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
-    clash = [str(p) for p in inputs if p == output]
-    if clash:
-        raise UnitRefineError(f"output={output} is an input ({clash[0]}): the curator's files and the predictions are "
-                              "never overwritten. Choose another output.")
+    """The output must not be an input (the curator's files and the predictions are only read) and must be writable."""
+    check_not_input(output, inputs)
     io.check_writable([output], overwrite)
 
 
@@ -235,16 +234,14 @@ def merge_review(cfg: MergeReviewConfig) -> MergeResult:
         labels that are not the model's classes, or an output that is an input or exists (without
         ``overwrite``). Nothing is written then; the output is written atomically.
     """
-    predictions_path = Path(cfg.predictions).expanduser().resolve()
-    review_path = Path(cfg.review).expanduser().resolve()
-    output = Path(cfg.output).expanduser().resolve()
+    predictions_path = input_path(cfg.predictions, "predictions")
+    review_path = input_path(cfg.review, "review")
+    output = output_path(cfg.output)
     _check_output(output, [predictions_path, review_path], cfg.overwrite)
     predictions = read_predictions(predictions_path)
     recordings = list(dict.fromkeys(predictions["recording"]))
     # Every file the review may be read from (the layouts of unitrefine.labelled), before reading any of them.
-    _check_output(output, [review_path / "cluster_group.tsv", *[review_path / f"{r}{s}" for r in recordings
-                                                                for s in (".csv", ".tsv", "/cluster_group.tsv")]],
-                  cfg.overwrite)
+    _check_output(output, labels_inputs(review_path, recordings), cfg.overwrite)
     labels = read_unit_labels(review_path, recordings, _OPTIONS)
     check_known_units(predictions, labels, _OPTIONS)
     curator = to_classes(labels, model_classes(predictions), cfg.mapping)

@@ -1,6 +1,7 @@
 """Load per-unit metrics and curation labels into one validated table.
 
-CSV mode reads metrics tables here; analyzer mode (:mod:`unitrefine.analyzer_data`) reads SortingAnalyzer
+CSV mode reads metrics tables (:mod:`unitrefine.tables`) or SpikeInterface export folders
+(:mod:`unitrefine.si_export`) here; analyzer mode (:mod:`unitrefine.analyzer_data`) reads SortingAnalyzer
 folders and hands their metrics to the same validation (:func:`prepare_recording`, :func:`combine_recordings`).
 
 Every user mistake found here raises :class:`~unitrefine.errors.UnitRefineError` naming the file,
@@ -21,13 +22,12 @@ import pandas as pd
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
 from unitrefine.errors import UnitRefineError
+from unitrefine.si_export import is_export_folder, labels_file, read_export_metrics
+from unitrefine.tables import listed as _listed
+from unitrefine.tables import read_labels, read_table, split_unit_ids, to_numeric, warn_unusable_values
 
 log = logging.getLogger(__name__)
 
-#: Column names taken as the unit id, in order of preference.
-ID_COLUMNS = ("cluster_id", "unit_id", "unit_ids", "cluster_ids", "id")
-#: Column names taken as the curation label in a labels file (Phy writes ``group``).
-LABEL_COLUMNS = ("group", "label", "labels", "quality", "curation")
 #: Old SpikeInterface template-metric names -> (current name, sign), as SpikeInterface's
 #: ``_BACKWARD_COMPATIBILITY_MAP`` does.
 RENAMED_METRICS = {
@@ -35,7 +35,6 @@ RENAMED_METRICS = {
     "half_width": ("trough_half_width", 1.0),
     "peak_trough_ratio": ("peak_after_to_trough_ratio", -1.0),
 }
-_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -95,131 +94,6 @@ class UnitTable:
         return h.hexdigest()
 
 
-def _listed(items: Sequence[object]) -> str:
-    shown = ", ".join(repr(i) for i in list(items)[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return shown + (f" (and {more} more)" if more > 0 else "")
-
-
-def read_table(path: Path, what: str) -> pd.DataFrame:
-    """Read a CSV/TSV as strings, with clear errors for missing, empty or malformed files.
-
-    Parameters
-    ----------
-    path : Path
-        The file. ``.tsv``/``.tab`` files are tab-separated, everything else comma-separated.
-    what : str
-        What the file is meant to hold, for messages (e.g. ``"metrics"``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        All cells as strings (missing cells as NaN); a UTF-8 byte-order mark is removed.
-    """
-    if not path.is_file():
-        raise UnitRefineError(f"The {what} file {path} does not exist. Check the path in the dataset config.")
-    if path.stat().st_size == 0:
-        raise UnitRefineError(f"The {what} file {path} is empty.")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise UnitRefineError(f"The {what} file {path} is empty.") from None
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1]
-        raise UnitRefineError(
-            f"The {what} file {path} is malformed ({detail}). Is it truncated, or are some rows ragged?"
-        ) from None
-    except UnicodeDecodeError:
-        raise UnitRefineError(f"The {what} file {path} is not UTF-8 text.") from None
-    if not isinstance(df.index, pd.RangeIndex):
-        raise UnitRefineError(
-            f"The {what} file {path} is malformed: some rows have more fields than the header "
-            "(a trailing delimiter, or a value too many). Fix those rows."
-        )
-    if df.shape[1] == 1:
-        header = str(df.columns[0])
-        other = next((name for s, name in (("\t", "tab"), (";", "semicolon"), (",", "comma")) if s in header), None)
-        if other:
-            expected = "tab" if sep == "\t" else "comma"
-            raise UnitRefineError(
-                f"The {what} file {path} looks {other}-separated, but a {path.suffix or 'no'}-extension file is "
-                f"read as {expected}-separated. Save it {expected}-separated (or as .tsv for tabs)."
-            )
-    if df.empty:
-        raise UnitRefineError(f"The {what} file {path} has a header but no rows.")
-    _check_short_rows(path, sep, df.shape[1], what)
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
-def _check_short_rows(path: Path, sep: str, n_columns: int, what: str) -> None:
-    """Refuse rows with fewer fields than the header (pandas would fill them with NaN silently).
-
-    A file cut off while it was written or copied ends in such a row; table writers (pandas,
-    SpikeInterface, Phy) always write every delimiter, even around empty values.
-    """
-    import csv
-
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        for line_no, row in enumerate(csv.reader(f, delimiter=sep), start=1):
-            if line_no > 1 and row and len(row) < n_columns:
-                where = "its last line" if not f.read(1) else f"line {line_no}"
-                raise UnitRefineError(
-                    f"The {what} file {path} is malformed: {where} has {len(row)} of the header's {n_columns} "
-                    "fields. Is the file truncated (an interrupted copy or export)? Export it again, or write "
-                    "empty values with their delimiters."
-                )
-
-
-def split_unit_ids(df: pd.DataFrame, path: Path) -> tuple[pd.Series, pd.DataFrame]:
-    """Find the unit-id column (named, or SpikeInterface's empty header); return ids and the rest."""
-    cols = list(df.columns)
-    named = [c for c in ID_COLUMNS if c in cols]
-    if named:
-        id_col = named[0]
-        # An old pandas row index in front of a named id column is not an id: drop it.
-        drop = [c for c in cols if c.startswith("Unnamed: ") and cols.index(c) == 0 and c != id_col]
-    elif cols[0] == "" or cols[0].startswith("Unnamed: "):
-        id_col, drop = cols[0], []
-    else:
-        raise UnitRefineError(
-            f"{path}: no unit-id column. Name the first column one of {list(ID_COLUMNS)} "
-            f"(or leave its header empty, as SpikeInterface does); the columns are {_listed(cols)}."
-        )
-    ids = df[id_col].str.strip()
-    if ids.isna().any():
-        rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
-        raise UnitRefineError(f"{path}: column '{id_col}' has empty unit ids on lines {_listed(rows)}.")
-    dup = ids[ids.duplicated()].unique().tolist()
-    if dup:
-        raise UnitRefineError(
-            f"{path}: duplicate unit ids in column '{id_col}': {_listed(dup)}. Each unit must appear once."
-        )
-    rest = df.drop(columns=[id_col, *drop])
-    # SpikeInterface-style exports sometimes repeat the id column at the end (read as 'cluster_id.1').
-    echoes = [c for c in rest.columns if c.split(".")[0] == id_col and rest[c].str.strip().equals(ids)]
-    rest = rest.drop(columns=echoes)
-    return ids.reset_index(drop=True), rest.reset_index(drop=True)
-
-
-def to_numeric(df: pd.DataFrame, ids: pd.Series, path: Path) -> pd.DataFrame:
-    """Convert every column to float64, naming the first cell that is not a number."""
-    out = {}
-    for col in df.columns:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UnitRefineError(
-                f"{path}: metric column '{col}' is not numeric: unit {ids.iloc[i]} has {df[col].iloc[i]!r} "
-                f"({int(bad.sum())} such cells). Write plain numbers (no units or text), or leave the column out "
-                "with dataset.exclude_metrics."
-            )
-        out[col] = values.astype("float64")
-    return pd.DataFrame(out, index=df.index)
-
-
 def rename_old_metrics(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Map pre-0.103.2 SpikeInterface template-metric names to current ones (flipping signs as needed)."""
     for old, (new, sign) in RENAMED_METRICS.items():
@@ -243,35 +117,6 @@ def _with_old_names(names: Sequence[str]) -> set[str]:
 def current_metric_name(name: str) -> str:
     """The current SpikeInterface name of a metric (old template-metric names are mapped)."""
     return RENAMED_METRICS[name][0] if name in RENAMED_METRICS else name
-
-
-def read_labels(path: Path) -> pd.Series:
-    """Read a Phy ``cluster_group.tsv`` or a CSV of unit id + label.
-
-    Parameters
-    ----------
-    path : Path
-        The labels file.
-
-    Returns
-    -------
-    pandas.Series
-        Labels (strings) indexed by unit id (strings).
-    """
-    df = read_table(path, "labels")
-    ids, rest = split_unit_ids(df, path)
-    named = [c for c in LABEL_COLUMNS if c in rest.columns]
-    if named:
-        label_col = named[0]
-    elif rest.shape[1] == 1:
-        label_col = rest.columns[0]
-    else:
-        raise UnitRefineError(
-            f"{path}: cannot tell which column holds the labels among {_listed(list(rest.columns))}. "
-            f"Name it one of {list(LABEL_COLUMNS)}."
-        )
-    labels = rest[label_col].str.strip()
-    return pd.Series(labels.to_numpy(), index=ids.to_numpy(), name="label")
 
 
 def _map_labels(labels: pd.Series, task: TaskConfig, source: str) -> pd.Series:
@@ -303,11 +148,18 @@ def _load_recording(rec: RecordingConfig, dataset: DatasetConfig, task: TaskConf
     """One recording's metrics joined with its mapped labels (columns: metrics..., ``__class``, ``__label``)."""
     assert rec.metrics is not None  # validated with the config
     metrics_path = root / Path(rec.metrics).expanduser()
-    df = read_table(metrics_path, "metrics")
-    ids, rest = split_unit_ids(df, metrics_path)
-    if rec.labels is not None:
-        labels_path = root / Path(rec.labels).expanduser()
-        return prepare_recording(rec.id, ids, rest, read_labels(labels_path), str(labels_path), metrics_path, dataset, task)
+    ids, rest = _read_metrics(metrics_path, rec.id)
+    labels_path = root / Path(rec.labels).expanduser() if rec.labels is not None else None
+    if labels_path is None and dataset.label_column is None and metrics_path.is_dir():
+        labels_path = labels_file(metrics_path)  # the export folder's Phy labels
+        if not labels_path.is_file():
+            raise UnitRefineError(
+                f"Recording '{rec.id}' has no labels: {metrics_path} holds no {labels_path.name}. Put Phy's "
+                f"{labels_path.name} there, or set the recording's 'labels' file or dataset.label_column."
+            )
+    if labels_path is not None:
+        labels = read_labels(labels_path)
+        return prepare_recording(rec.id, ids, rest, labels, str(labels_path), metrics_path, dataset, task)
     if dataset.label_column is not None:
         if dataset.label_column not in rest.columns:
             raise UnitRefineError(
@@ -319,6 +171,20 @@ def _load_recording(rec: RecordingConfig, dataset: DatasetConfig, task: TaskConf
         source = f"{metrics_path} column '{dataset.label_column}'"
         return prepare_recording(rec.id, ids, rest, labels, source, metrics_path, dataset, task, filter_labels=False)
     raise UnitRefineError(f"Recording '{rec.id}' has no labels: set its 'labels' file or dataset.label_column.")
+
+
+def _read_metrics(path: Path, rec_id: str) -> tuple[pd.Series, pd.DataFrame]:
+    """Unit ids and metric columns of a metrics table, or of a SpikeInterface export folder
+    (:mod:`unitrefine.si_export`)."""
+    if not path.is_dir():
+        return split_unit_ids(read_table(path, "metrics"), path)
+    if not is_export_folder(path):
+        raise UnitRefineError(
+            f"The metrics of recording '{rec_id}', {path}, is a folder without SpikeInterface's quality_metrics.csv or "
+            "template_metrics.csv. Give a metrics table, or a folder holding those (analyzer folders need "
+            "dataset.mode=analyzers)."
+        )
+    return read_export_metrics(path)
 
 
 def prepare_recording(
@@ -388,7 +254,13 @@ def prepare_recording(
     kept = values["__class"].notna().to_numpy()
     if not kept.all():
         log.info("%s: %d units whose label the task drops are left out.", rec_id, int((~kept).sum()))
-    return values[kept].reset_index(drop=True)
+    values = values[kept].reset_index(drop=True)
+    warn_unusable_values(
+        values.drop(columns=["__label", "__class", "__unit_id"]), values["__unit_id"].tolist(),
+        f"Recording '{rec_id}' ({metrics_path})", "it is missing (NaN) in the whole recording and imputed from the "
+        "other recordings. Recompute it, or leave it out with dataset.exclude_metrics.",
+    )
+    return values
 
 
 def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:

@@ -11,6 +11,8 @@ import json
 import logging
 import shutil
 import uuid
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +24,7 @@ import pandas as pd
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
 from unitrefine.model_info import INFO_FILE, read_model_info  # noqa: F401  (INFO_FILE: the folder contract's names)
+from unitrefine.process import DISTRIBUTION
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def package_versions() -> dict[str, str]:
     out = {}
     for name in _PACKAGES:
         try:
-            out[name] = version(name)
+            out[name] = version(DISTRIBUTION if name == "unitrefine" else name)
         except PackageNotFoundError:
             continue
     return out
@@ -56,12 +59,16 @@ def metric_params_for(features: Iterable[str]) -> dict[str, dict[str, list[str]]
 def check_output_folder(folder: Path, overwrite: bool, any_folder: bool = False) -> None:
     """Fail before any work if ``folder`` may not be written: it exists (without ``overwrite``), or it is not a
     model folder that ``overwrite`` may replace (a file is never replaced; a folder of other files only with
-    ``any_folder``, for folders unitrefine itself made, such as generated recordings)."""
+    ``any_folder``, for folders unitrefine itself made, such as generated recordings). A symbolic link is never
+    replaced either: only a real folder is ever renamed aside, and only at the last step of :func:`staged_folder`."""
+    if folder.is_symlink():
+        raise UnitRefineError(f"Output folder {folder} is a symbolic link (to {folder.readlink()}); it is not "
+                              "replaced. Set output.folder to the folder itself, or choose another output.folder.")
     if not folder.exists():
         return
     if not folder.is_dir():
-        raise UnitRefineError(f"Output folder {folder} is an existing file; it is not replaced. Choose another "
-                              "output.folder (a folder to create).")
+        raise UnitRefineError(f"Output folder {folder} is an existing file; it is not replaced (whatever "
+                              "output.overwrite says). Choose another output.folder (a folder to create).")
     if not overwrite:
         raise UnitRefineError(
             f"Output folder {folder} already exists. Choose another output.folder, or set output.overwrite=true."
@@ -85,8 +92,8 @@ def staged_folder(folder: Path, overwrite: bool, any_folder: bool = False) -> It
     staging.mkdir()
     try:
         yield staging
-        check_output_folder(folder, overwrite, any_folder)
-        if folder.exists():
+        check_output_folder(folder, overwrite, any_folder)  # a file or a link is refused: never renamed aside
+        if folder.is_dir() and not folder.is_symlink():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             folder.rename(old)
             staging.rename(folder)
@@ -139,19 +146,47 @@ def load_skops(path: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> Any:
     Raises
     ------
     UnitRefineError
-        If the file holds any other type; the message names them. Nothing from the file is executed.
+        If the file holds any other type (the message names them; nothing from the file is executed), or it
+        cannot be read or is damaged (e.g. truncated by an interrupted copy); the message names the file.
     """
     import skops.io as sio
 
     trusted = set(trusted)
-    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - trusted)
+    with _model_file_errors(path, "could not be read"):
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - trusted)
     if untrusted:
         raise UnitRefineError(
             f"{path} contains types that are not on unitrefine's reviewed list: {untrusted}. It was not loaded. "
             "Only if you trust its author and have reviewed these types, trust them explicitly "
             "(python -m unitrefine.predict ... trust=[...])."
         )
-    return sio.load(path, trusted=sorted(trusted))
+    with _model_file_errors(path, "could not be loaded"):
+        return sio.load(path, trusted=sorted(trusted))
+
+
+#: What skops raises for a damaged file: not a zip (truncated), a bad deflate stream or CRC, a missing or broken
+#: schema.json, an entry of the wrong kind.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, TypeError)
+
+
+@contextmanager
+def _model_file_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn the errors of reading a model file into a :class:`UnitRefineError` that names it."""
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        yield
+    except UntrustedTypesFoundException as exc:  # a TypeError: not a damaged file
+        raise UnitRefineError(f"{path} contains types that are not trusted: {exc}. It was not loaded.") from None
+    except OSError as exc:
+        raise UnitRefineError(f"The model file {path} {what}: {exc.strerror or exc}. Check that it exists and that "
+                              "you may read it.") from None
+    except _DAMAGED as exc:
+        raise UnitRefineError(
+            f"The model file {path} {what}: it is damaged or not a skops file ({type(exc).__name__}: {exc}), e.g. "
+            "truncated by an interrupted copy or download, or written by other skops / scikit-learn versions than "
+            "installed here (model_info.json requirements). Copy or export the model folder again."
+        ) from None
 
 
 def load_model_folder(folder: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> tuple[Any, dict[str, Any]]:
@@ -160,7 +195,8 @@ def load_model_folder(folder: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> t
     Parameters
     ----------
     folder : Path
-        Holds exactly one ``.skops`` file and ``model_info.json``.
+        Holds exactly one ``.skops`` file and ``model_info.json``; or the ``.skops`` file itself, with the
+        ``model_info.json`` beside it (that file is loaded, whatever else the folder holds).
     trusted : iterable of str
         Types trusted beyond skops' defaults: the reviewed :data:`~unitrefine.estimators.TRUSTED_TYPES`,
         plus whatever a user explicitly chose to trust.
@@ -168,16 +204,28 @@ def load_model_folder(folder: Path, trusted: Iterable[str] = TRUSTED_TYPES) -> t
     Returns
     -------
     pipeline, model_info
+
+    Raises
+    ------
+    UnitRefineError
+        A missing folder, a file that is not a ``.skops`` file, not exactly one ``.skops`` file, a missing or bad
+        ``model_info.json``, untrusted types, or a damaged model file; the message names the file.
     """
-    if not folder.is_dir():
+    if folder.is_file():
+        if folder.suffix != ".skops":
+            raise UnitRefineError(f"Model {folder} is a file, not a model folder: give the folder that holds "
+                                  f"{MODEL_FILE} and {INFO_FILE}.")
+        model_file, folder = folder, folder.parent
+    elif not folder.is_dir():
         raise UnitRefineError(f"Model folder {folder} does not exist.")
-    models = sorted(folder.glob("*.skops"))
-    if len(models) != 1:
-        raise UnitRefineError(
-            f"Model folder {folder} must hold exactly one .skops file; it holds {[m.name for m in models] or 'none'}."
-        )
+    else:
+        models = sorted(folder.glob("*.skops"))
+        if len(models) != 1:
+            held = [m.name for m in models] or "none"
+            raise UnitRefineError(f"Model folder {folder} must hold exactly one .skops file; it holds {held}.")
+        model_file = models[0]
     info = read_model_info(folder)
-    return load_skops(models[0], trusted), info
+    return load_skops(model_file, trusted), info
 
 
 def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:

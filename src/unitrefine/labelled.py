@@ -2,7 +2,9 @@
 
 Labels come as a Phy ``cluster_group.tsv`` or a CSV of unit id + label (with a ``recording`` column when the
 data hold several recordings), or a folder of such files named by recording. A unit counts as labelled when its
-label is set: empty labels and Phy's default ``unsorted`` do not count.
+label is set: empty labels and Phy's default ``unsorted`` do not count. The Phy cluster ids of a
+``cluster_group.tsv`` that SpikeInterface's ``export_to_phy`` wrote are read as SpikeInterface unit ids
+(:func:`unitrefine.tables.phy_to_unit_ids`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unitrefine.data import LABEL_COLUMNS, read_table, split_unit_ids
 from unitrefine.errors import UnitRefineError
+from unitrefine.tables import LABEL_COLUMNS, phy_to_unit_ids, read_table, split_unit_ids
 
 #: Label values that do not count as a label (Phy's default group is ``unsorted``).
 NOT_LABELLED = ("", "unsorted", "nan")
@@ -45,7 +47,8 @@ def _labelled_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         )
     labels = rest[column].fillna("").astype(str).str.strip()
     keep = ~labels.str.lower().isin(NOT_LABELLED).to_numpy()
-    return pd.DataFrame({"unit_id": ids[keep].to_numpy(), "label": labels[keep].to_numpy()})
+    ids = phy_to_unit_ids(ids[keep], path)
+    return pd.DataFrame({"unit_id": ids.to_numpy(), "label": labels[keep].to_numpy()})
 
 
 @dataclass(frozen=True)

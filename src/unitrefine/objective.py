@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 from unitrefine.evaluation import Split
 from unitrefine.pipeline import build_pipeline, fit_positions, unit_limit
 from unitrefine.search_space import PipelineSpec, SearchSpace
+from unitrefine.study import DUPLICATE_ATTR, first_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Objective:
         self.oof: dict[int, np.ndarray] = {}
         self.unit_limits = dict(unit_limits or {})
         self._announced: set[tuple[str, ...]] = set()
+        self._checked: set[tuple[str, int]] = set()  # (study, trial) whose configuration was checked for repeats
         self._lock = threading.Lock()
 
     def fit_fold(self, spec: PipelineSpec, train: np.ndarray) -> Any:
@@ -94,13 +96,32 @@ class Objective:
 
         A worker calls this as it starts the trial, while trials are started one at a time in order, so that
         the sampler's random draws are taken in that order (:mod:`unitrefine.workers`); :meth:`__call__` then
-        reads the parameters back.
+        reads the parameters back. The first time, a trial whose configuration another trial of the study
+        evaluated, or is evaluating, is marked a duplicate of it (:data:`unitrefine.study.DUPLICATE_ATTR`):
+        it is not fitted.
         """
-        return self.space.sample(trial)
+        spec = self.space.sample(trial)
+        key = (trial.study.study_name, trial.number)
+        with self._lock:
+            checked = key in self._checked
+            self._checked.add(key)
+        if not checked and DUPLICATE_ATTR not in trial.user_attrs:
+            earlier = first_evaluation(trial.study, trial.number, trial.params)
+            if earlier is not None:
+                trial.set_user_attr(DUPLICATE_ATTR, earlier)
+                log.info("Trial %d repeats the configuration of trial %d: it is not fitted again, and does not count "
+                         "toward search.n_trials.", trial.number, earlier)
+        return spec
 
     def __call__(self, trial: optuna.Trial) -> float:
-        """Cross-validate the trial's pipeline; prune after any fold the pruner says is hopeless."""
+        """Cross-validate the trial's pipeline; prune after any fold the pruner says is hopeless.
+
+        A duplicate (see :meth:`sample`) is pruned at once, without a fit.
+        """
         spec = self.sample(trial)
+        earlier = trial.user_attrs.get(DUPLICATE_ATTR)
+        if earlier is not None:
+            raise optuna.TrialPruned(f"the configuration of trial {earlier}, not fitted again")
         scores: list[float] = []
         oof = np.full((len(self.y), int(self.y.max()) + 1), np.nan) if self.keep_oof else None
         # One thread per fit: parallelism comes from running trials side by side.

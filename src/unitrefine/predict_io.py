@@ -4,6 +4,7 @@ Phy TSVs and sorting properties out. Every file is written to a temporary name a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unitrefine import command_paths
 from unitrefine.analyzers import is_analyzer_folder
 from unitrefine.data import current_metric_name, read_table, rename_old_metrics, split_unit_ids, to_numeric
 from unitrefine.errors import UnitRefineError
@@ -39,24 +41,34 @@ class Source:
 
 
 def discover(data: Path) -> list[Source]:
-    """The inputs ``data`` names: a metrics CSV/TSV, a folder of them, or a SortingAnalyzer folder.
+    """The inputs ``data`` names: a metrics CSV/TSV, a folder of them, a SortingAnalyzer folder, or a
+    SpikeInterface export folder (``quality_metrics.csv``/``template_metrics.csv``: one recording, see
+    :mod:`unitrefine.si_export`) or a folder of those.
 
     Raises
     ------
     UnitRefineError
-        ``data`` does not exist, or is a folder holding neither an analyzer nor metrics tables.
+        ``data`` does not exist, or is a folder holding none of these.
     """
+    from unitrefine.si_export import is_export_folder
+
     if not data.exists():
         raise UnitRefineError(f"The data {data} does not exist. Give a metrics CSV, a folder of them, or an analyzer folder.")
     if data.is_file():
         return [Source(data.stem, data, "csv")]
     if is_analyzer_folder(data):
         return [Source(data.stem if data.suffix == ".zarr" else data.name, data, "analyzer")]
+    if is_export_folder(data):
+        return [Source(data.name, data, "csv")]
     tables = sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() in _TABLE_SUFFIXES)
     if not tables:
+        exports = sorted(p for p in data.iterdir() if is_export_folder(p))
+        if exports:
+            return [Source(p.name, p, "csv") for p in exports]
         raise UnitRefineError(
             f"{data} holds no metrics tables (*.csv, *.tsv) and is not a SortingAnalyzer folder (no "
-            "spikeinterface_info.json, not zarr). Point data= at one of those."
+            "spikeinterface_info.json, not zarr) nor a SpikeInterface export (quality_metrics.csv, "
+            "template_metrics.csv). Point data= at one of those."
         )
     names = [p.stem for p in tables]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -66,34 +78,50 @@ def discover(data: Path) -> list[Source]:
 
 
 def read_csv_metrics(path: Path, needed: Iterable[str]) -> tuple[pd.Series, pd.DataFrame]:
-    """Unit ids and the ``needed`` metrics (current SpikeInterface names) of a metrics table.
+    """Unit ids and the ``needed`` metrics (current SpikeInterface names) of a metrics table or export folder.
 
     Old metric names are mapped as in training; columns that are not needed are ignored (not even parsed).
+    The metrics are indexed by unit id (strings), so messages about their values can name the units.
     """
-    df = read_table(path, "metrics")
-    ids, rest = split_unit_ids(df, path)
+    from unitrefine.si_export import read_export_metrics
+
+    if path.is_dir():
+        ids, rest = read_export_metrics(path)
+    else:
+        ids, rest = split_unit_ids(read_table(path, "metrics"), path)
     needed = set(needed)
     keep = [c for c in rest.columns if current_metric_name(c) in needed]
     values = rename_old_metrics(to_numeric(rest[keep], ids, path), path)
-    return ids, values
+    return ids, values.set_axis(pd.Index(ids.to_numpy(), name="unit_id"))
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``path`` through a temporary file in its folder, renamed into place: never half-written.
+
+    Raises
+    ------
+    UnitRefineError
+        The file could not be written (the outputs are checked before any work, see :func:`check_writable`, so
+        this is a disk full or a folder changed meanwhile); the temporary file is removed, ``path`` left as it was.
+    """
     tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UnitRefineError(f"Could not write {path}: {exc.strerror or exc}. It was left as it was; choose "
+                                  "another output, or free space / fix the folder's permissions.") from None
         raise
 
 
-def check_writable(paths: Iterable[Path], overwrite: bool) -> None:
-    """Fail before any work if an output exists and may not be replaced."""
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise UnitRefineError(f"{', '.join(existing)} already exist(s). Choose another output, or set overwrite=true.")
+def check_writable(paths: Iterable[Path], overwrite: bool, option: str = "output") -> None:
+    """Fail before any work unless every output can be written (:func:`unitrefine.command_paths.check_writable`):
+    not a folder, in a writable folder, and not existing unless ``overwrite``."""
+    command_paths.check_writable(paths, overwrite, option)
 
 
 def write_predictions(table: pd.DataFrame, path: Path) -> None:
@@ -113,7 +141,7 @@ def count_units(src: Source) -> int:
         except Exception:  # noqa: BLE001 - SpikeInterface raises many kinds of error for damaged folders
             analyzer = open_analyzer(src.path)  # raises its clear UnitRefineError
         return int(analyzer.get_num_units())
-    return len(split_unit_ids(read_table(src.path, "metrics"), src.path)[0])
+    return len(read_csv_metrics(src.path, [])[0])
 
 
 def phy_files(folder: Path, review: bool = False) -> list[Path]:
@@ -124,6 +152,8 @@ def phy_files(folder: Path, review: bool = False) -> list[Path]:
 
 def check_phy_folder(folder: Path) -> None:
     """A Phy folder must exist; without ``params.py`` it is probably the wrong folder (a warning)."""
+    if folder.is_file():
+        raise UnitRefineError(f"The Phy folder {folder} (phy_folder=) is a file: give the Phy folder that holds it.")
     if not folder.is_dir():
         raise UnitRefineError(f"The Phy folder {folder} does not exist (phy_folder).")
     if not (folder / "params.py").is_file():

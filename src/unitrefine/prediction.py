@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from unitrefine import analyzers as az
 from unitrefine import predict_io as io
 from unitrefine import si_metrics as sm
+from unitrefine.command_paths import check_not_input, input_path, output_path
 from unitrefine.data import RENAMED_METRICS, current_metric_name
 from unitrefine.errors import UnitRefineError
 from unitrefine.estimators import TRUSTED_TYPES
@@ -149,7 +150,7 @@ def load_model(spec: str, trust: list[str], tracking_uri: str | None, workdir: P
             tracking_uri = default_tracking_uri(PROJECT_ROOT)
         folder = download_model_folder(spec, tracking_uri, workdir)
     else:
-        folder = Path(spec).expanduser().resolve()
+        folder = input_path(spec, "model")
     extra = sorted(set(trust) - set(TRUSTED_TYPES))
     if extra:
         log.warning("Trusting types beyond the reviewed list, as asked (trust=): %s", extra)
@@ -161,6 +162,27 @@ def load_model(spec: str, trust: list[str], tracking_uri: str | None, workdir: P
         )
     return LoadedModel(spec, pipeline, info, [str(f) for f in pipeline.feature_names_in_],
                        _class_names(pipeline, info, spec))
+
+
+def model_folders(specs: list[str]) -> list[Path]:
+    """The local model folders of ``model=`` (registered models are left out), found as :func:`load_model` finds them.
+
+    Raises
+    ------
+    UnitRefineError
+        A relative path found neither in the working directory nor in the project.
+    """
+    from unitrefine.registry import is_registry_uri
+
+    paths = [input_path(spec, "model") for spec in specs if not is_registry_uri(spec)]
+    return [p.parent if p.is_file() else p for p in paths]
+
+
+def input_locations(sources: list[io.Source], specs: list[str]) -> tuple[list[Path], list[Path]]:
+    """What a command that applies the models ``specs`` to ``sources`` reads: files (metrics tables), and folders
+    (analyzers, SpikeInterface export folders, local model folders) that an output must not be inside."""
+    files = [s.path for s in sources if not s.path.is_dir()]
+    return files, [*(s.path for s in sources if s.path.is_dir()), *model_folders(specs)]
 
 
 def load_models(specs: list[str], trust: list[str], tracking_uri: str | None) -> list[LoadedModel]:
@@ -198,7 +220,11 @@ def feature_frame(
     ``metrics`` uses current SpikeInterface names; a model trained with an old name gets the renamed
     column (with the sign flipped where SpikeInterface flips it). Extra columns are ignored. Missing metrics
     are an error, except those in ``impute``: they are NaN, left to the model's imputer (with a warning).
+    Values the model sees as missing (±inf, beyond float32) and metrics with no usable value for any unit are
+    a warning naming the metric, ``where`` and the units (by ``metrics``' index when it holds the unit ids).
     """
+    from unitrefine.tables import warn_unusable_values
+
     allowed = {current_metric_name(m) for m in impute or []}
     missing = [m for m in model.required_metrics() if m not in metrics.columns]
     if [m for m in missing if m not in allowed]:
@@ -211,6 +237,11 @@ def feature_frame(
         current = current_metric_name(f)
         values = metrics[current] if current in metrics.columns else pd.Series(np.nan, index=metrics.index)
         columns[f] = pd.to_numeric(values, errors="coerce") * sign
+    present = [m for m in model.required_metrics() if m not in missing]
+    units = None if isinstance(metrics.index, pd.RangeIndex) else [str(u) for u in metrics.index]
+    warn_unusable_values(metrics[present].apply(pd.to_numeric, errors="coerce"), units,
+                         f"{where} (model {model.source})", "the model sees it as missing for every unit and predicts "
+                         "from the other metrics alone. Recompute the metric, or check how the table was exported.")
     with np.errstate(over="ignore"):
         X = pd.DataFrame(columns).astype("float32")
     return X.replace([np.inf, -np.inf], np.nan)
@@ -404,19 +435,23 @@ def predict(cfg: PredictConfig) -> PredictResult:
     Raises
     ------
     UnitRefineError
-        For bad input, models, a review budget larger than the data, or outputs that exist (without
-        ``overwrite``); outputs and the budget are checked before work.
+        For bad input, models, a review budget larger than the data, or outputs that are folders, cannot be
+        written, are inputs or exist (without ``overwrite``); inputs, outputs and the budget are checked before
+        work. Relative input paths are found as :func:`unitrefine.command_paths.input_path` finds them.
     """
-    sources = io.discover(Path(cfg.data).expanduser().resolve())
-    output = Path(cfg.output).expanduser().resolve()
-    phy = Path(cfg.phy_folder).expanduser().resolve() if cfg.phy_folder else None
+    sources = io.discover(input_path(cfg.data, "data"))
+    output = output_path(cfg.output)
+    phy = input_path(cfg.phy_folder, "phy_folder") if cfg.phy_folder else None
     budget = parse_review_budget(cfg.review)
+    check_not_input(output, *input_locations(sources, cfg.model))
     io.check_writable([output], cfg.overwrite)
     if phy is not None:
         if len(sources) != 1:
             raise UnitRefineError(f"phy_folder needs a single recording as data=; {cfg.data} holds {len(sources)}.")
         io.check_phy_folder(phy)
-        io.check_writable(io.phy_files(phy, review=budget is not None), cfg.overwrite)
+        phy_outputs = io.phy_files(phy, review=budget is not None)
+        check_not_input(output, [*phy_outputs, phy / "cluster_group.tsv"])
+        io.check_writable(phy_outputs, cfg.overwrite, "phy_folder")
     _check_review(budget, sources, cfg.data)
     models = load_models(cfg.model, cfg.trust, cfg.tracking_uri)
     if len(models) == 2:

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from unitrefine.cli import run_command  # noqa: E402
 from unitrefine.config import CONF_DIR, TrainConfig, validate_config  # noqa: E402
 from unitrefine.errors import UnitRefineError  # noqa: E402
 from unitrefine.model_info import read_model_info  # noqa: E402
@@ -239,8 +240,13 @@ def _record(tracker: Any, cfg: TrainConfig, name: str, d: Decision, n_units: int
     )
 
 
+def main() -> None:
+    """``python -m unitrefine.promote``: ``--help``, configuration errors as one message (exit 2), then the command."""
+    run_command("promote", _hydra_main)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="promote")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Validate the composed config and promote; user errors end with a message and exit status 2."""
     force = bool(cfg.force)
     raw = OmegaConf.to_container(cfg, resolve=False)

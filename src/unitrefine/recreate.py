@@ -17,6 +17,7 @@ import sys  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from unitrefine.cli import run_command  # noqa: E402
 from unitrefine.config import CONF_DIR  # noqa: E402
 from unitrefine.errors import command_exits  # noqa: E402
 
@@ -27,8 +28,13 @@ log = logging.getLogger("unitrefine")
 EXIT_DIFFERS = 3
 
 
+def main() -> None:
+    """``python -m unitrefine.recreate``: ``--help``, configuration errors as one message (exit 2), then the command."""
+    run_command("recreate", _hydra_main)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="recreate")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Validate the options, re-create and compare; exit 0 (identical), 3 (differs), 4 (data changed) or 2."""
     import optuna
 

@@ -43,6 +43,8 @@ def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
     """Every trial, best first: state, CV score (mean, std, per fold), duration and configuration."""
     rows = []
     for t in study.trials:
+        if t.user_attrs.get("duplicate_of") is not None:  # never fitted: the trial it repeats has the score
+            continue
         folds = t.user_attrs.get("fold_scores", [])
         spec = space.partial_spec(t.params)
         rows.append(
@@ -212,6 +214,9 @@ def write_folder(folder: Path, export: Export, name: str | None = None) -> None:
     export.info.write(folder)
 
 
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where the printed `mlflow ui` command serves the UI
+
+
 @dataclass
 class TrainResult:
     """What a training run produced."""
@@ -232,6 +237,7 @@ class TrainResult:
     stage_seconds: dict[str, float]
     study: optuna.Study
     leaderboard: pd.DataFrame
+    runs_page: str | None = None  # the MLflow UI address of the experiment's runs (tracking.runs_page)
 
 
 def summary(result: TrainResult, scoring: str) -> str:
@@ -260,6 +266,8 @@ def summary(result: TrainResult, scoring: str) -> str:
         lines.append(f"MLflow run: {result.run_id} (model version {result.model_version})")
         lines.append(
             "Open the UI: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
-            f"--backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
+            f"--backend-store-uri {result.tracking_uri} --host {UI_HOST} --port {UI_PORT} --workers 1"
         )
+        if result.runs_page:
+            lines.append(f"then the runs, best cv_score first: {result.runs_page}")
     return "\n".join(lines)

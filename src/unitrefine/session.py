@@ -10,10 +10,9 @@ from typing import Any
 import optuna
 
 from unitrefine.config import TrainConfig
+from unitrefine.resume import check_identity, choose_study
 from unitrefine.storage import StudyStorage, default_storage, open_storage
-from unitrefine.study import (
-    EXPORTED_ATTR, IDENTITY, RUN_ATTR, WARM_START_ATTR, budget, check_identity, create_study, study_name,
-)
+from unitrefine.study import EXPORTED_ATTR, RUN_ATTR, WARM_START_ATTR, budget, create_study
 from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
 from unitrefine.warm_start import QueuedTrial
 
@@ -62,7 +61,8 @@ def join_study(
     cfg : TrainConfig
         ``search`` (storage, resume, budget), ``tracking``, ``experiment_name``, ``seed``.
     identity : mapping
-        :func:`unitrefine.study.study_identity` of this configuration; a resumed study must match it.
+        :func:`unitrefine.study.study_identity` of this configuration: the experiment's study started with it is
+        continued, or a fresh one started beside the others (:func:`unitrefine.resume.choose_study`).
     queued : sequence of QueuedTrial
         Trials queued first in a new study, in order (``search.warm_start``, then ``search.enqueue_defaults``:
         :func:`unitrefine.warm_start.queued_trials`); at most ``search.n_trials`` of them.
@@ -74,7 +74,8 @@ def join_study(
     Raises
     ------
     UnitRefineError
-        If the storage cannot be opened, or the study to resume was started with another configuration.
+        If the storage cannot be opened, or (``search.resume=strict``) no study of the experiment was started with
+        this configuration.
     """
     spec = cfg.search.storage or default_storage(
         cfg.tracking.enabled, cfg.tracking.uri or default_tracking_uri(cfg.root_dir), cfg.root_dir, cfg.experiment_name
@@ -82,14 +83,10 @@ def join_study(
     store = open_storage(cfg.search, spec, cfg.resolve_path)
     try:
         with store.study_lock(cfg.experiment_name):
-            name = study_name(store.storage, cfg.experiment_name, cfg.search.resume)
+            # Retraining with new labels from a previous model (search.warm_start) is a study of other data: a
+            # fresh study beside the one it learns from.
+            name = choose_study(store.storage, cfg.experiment_name, identity, cfg.search.resume, store.label)
             study = create_study(name, cfg.search, cfg.seed, store.storage)
-            if cfg.search.warm_start and _started_otherwise(study, identity):
-                # Retraining with new labels from a previous model: a new search, beside the one it learns from.
-                fresh = study_name(store.storage, cfg.experiment_name, resume=False)
-                log.info("search.warm_start: study '%s' has other data, space, CV or seed; starting '%s' beside it.",
-                         name, fresh)
-                name, study = fresh, create_study(fresh, cfg.search, cfg.seed, store.storage)
             if check_identity(study, identity, store.label):
                 for q in list(queued)[: cfg.search.n_trials] if not study.get_trials(deepcopy=False) else []:
                     study.enqueue_trial(dict(q.params), user_attrs=dict(q.user_attrs) or None)
@@ -116,12 +113,6 @@ def join_study(
     return Session(study, store, tracker, run_id, cfg.experiment_name)
 
 
-def _started_otherwise(study: optuna.Study, identity: Mapping[str, str]) -> bool:
-    """Whether ``study`` already records an identity other than ``identity``."""
-    recorded = {k: v for k, v in study.user_attrs.items() if k in IDENTITY}
-    return bool(recorded) and any(recorded.get(k) != identity.get(k) for k in IDENTITY)
-
-
 def _parent_run(
     study: optuna.Study,
     tracker: Tracker | NullTracker,
@@ -137,7 +128,8 @@ def _parent_run(
         return ""
     run_id = study.user_attrs.get(RUN_ATTR)
     exported = study.user_attrs.get(EXPORTED_ATTR) or {}
-    extending = exported.get("run_id") == run_id and budget(study.get_trials(deepcopy=False), max_retries).counted < n_trials
+    b = budget(study.get_trials(deepcopy=False), max_retries)
+    extending = exported.get("run_id") == run_id and b.counted < n_trials and not b.exhausted
     if run_id and not extending and tracker.attach(run_id):
         return str(run_id)
     tags = {**tags, **({"unitrefine.previous_run": str(run_id)} if run_id else {})}

@@ -42,7 +42,7 @@ from unitrefine.report import Export, HeldOut, evaluate_holdout, spec_params, wr
 from unitrefine.search_space import SearchSpace, parse_search_space
 from unitrefine.session import Session, join_study
 from unitrefine.study import budget, stopped_by_timeout, study_identity, trial_counts
-from unitrefine.tracking import NullTracker, Tracker, default_tracking_uri
+from unitrefine.tracking import NullTracker, Tracker, default_artifact_location, default_tracking_uri
 from unitrefine.warm_start import queued_trials
 from unitrefine.workers import Finalizer, Worker
 
@@ -165,7 +165,7 @@ def _make_tracker(cfg: TrainConfig) -> Tracker | NullTracker:
         return NullTracker()
     root = cfg.root_dir
     uri = cfg.tracking.uri or default_tracking_uri(root)
-    artifacts = cfg.tracking.artifact_location or (root / "mlruns" / "artifacts" / cfg.experiment_name).resolve().as_uri()
+    artifacts = cfg.tracking.artifact_location or default_artifact_location(root, cfg.experiment_name)
     return Tracker(uri, cfg.experiment_name, artifacts)
 
 

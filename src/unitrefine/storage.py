@@ -202,6 +202,35 @@ def default_storage(tracking_enabled: bool, tracking_uri: str, root: Path, exper
     return str(base / "optuna" / f"{experiment}.journal")
 
 
+def local_storage_file(spec: str, resolve: Callable[[str], Path]) -> Path | None:
+    """The file a journal or SQLite study storage writes (its lock files go beside it), as :func:`open_storage`
+    opens it; None for ``memory`` and database servers. Nothing is opened or created.
+
+    Raises
+    ------
+    UnitRefineError
+        If ``spec`` is not a supported ``search.storage`` value, or is an in-memory SQLite database.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    kind = storage_kind(spec)
+    if kind == "journal":
+        return resolve(spec).resolve()
+    if kind == "memory":
+        return None
+    try:
+        url = make_url(spec)
+    except ArgumentError:
+        raise UnitRefineError(f"search.storage='{spec}' is not a valid database URL; a SQLite file is "
+                              "sqlite:///path/to/study.db.") from None
+    if url.get_backend_name() != "sqlite":
+        return None
+    if not url.database or url.database == ":memory:":
+        raise UnitRefineError("search.storage: an in-memory SQLite database cannot be shared; use 'memory'.")
+    return Path(url.database).expanduser().resolve()
+
+
 @contextlib.contextmanager
 def _storage_errors(label: str) -> Iterator[None]:
     from sqlalchemy.exc import SQLAlchemyError
@@ -220,7 +249,10 @@ def _storage_errors(label: str) -> Iterator[None]:
             "right (search.storage)?"
         ) from None
     except OSError as exc:
-        raise UnitRefineError(f"Could not open the study storage {label}: {exc}. Check search.storage.") from None
+        raise UnitRefineError(
+            f"Could not open the study storage {label}: {exc}. Set search.storage to a location you can write to "
+            "(when search.storage is unset, the study journal goes beside the MLflow store of tracking.uri)."
+        ) from None
 
 
 def open_storage(search: SearchConfig, spec: str, resolve: Callable[[str], Path]) -> StudyStorage:

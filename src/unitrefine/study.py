@@ -1,4 +1,6 @@
-"""The Optuna study: seeded TPE, a pruner, an identity checked on resume, and the study-wide trial budget.
+"""The Optuna study: seeded TPE, a pruner, its identity, duplicates, and the study-wide trial budget.
+
+Which study a run continues, or starts beside the others, is in :mod:`unitrefine.resume`.
 
 Budget accounting. A trial *counts* toward ``search.n_trials`` when it is COMPLETE, PRUNED, or FAIL because
 its configuration cannot be fitted (the objective records the reason in the ``error`` attribute). A trial
@@ -6,6 +8,15 @@ that FAILed because its worker stopped (Ctrl-C, SIGKILL, a lost node) does not c
 new WAITING trial with the same parameters, linked by Optuna's retry attributes (``failed_trial``,
 ``retry_history``, as :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` writes them), up to
 ``search.max_retries`` times; after that it counts as failed.
+
+Duplicates. A trial whose sampled configuration equals one the study already evaluated, or is evaluating, is
+not fitted again (:meth:`unitrefine.objective.Objective.sample` marks it with :data:`DUPLICATE_ATTR`, naming the
+earlier trial): it is told PRUNED at once, without a value, and does not count toward ``search.n_trials``, so
+the budget is the number of distinct configurations evaluated. Told PRUNED without a fold score, it counts for
+the TPE sampler as a poor result at that point, as a running trial does with ``constant_liar``, which steers
+the sampler away from proposing it again. When the last :data:`MAX_DUPLICATES_IN_A_ROW` trials were all
+duplicates the search space is taken as exhausted and the search ends before its budget
+(:attr:`Budget.exhausted`).
 
 Pruning trials run side by side. A pruner judges a trial by the other trials' results, and which of them have
 finished when a trial reaches a fold depends on timing. The pruners here (:class:`WindowedPruner`) judge a trial
@@ -18,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import warnings
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +38,6 @@ import numpy as np
 import optuna
 
 from unitrefine.config import SearchConfig
-from unitrefine.errors import UnitRefineError
 
 #: User attribute of a trial queued from a previous model's configurations (``search.warm_start``): its source.
 WARM_START_ATTR = "unitrefine.warm_start"
@@ -41,13 +50,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 IDENTITY = {
     "unitrefine.search_space": "search space",
     "unitrefine.data": "data (searched units, features, labels)",
-    "unitrefine.cv": "CV folds or scoring",
+    "unitrefine.cv": "cross-validation (folds or scoring)",
     "unitrefine.seed": "seed",
 }
 EXPORTED_ATTR = "unitrefine.exported"
 RUN_ATTR = "unitrefine.mlflow_run_id"
 #: Study user attribute: True when the time cap (``search.timeout_s``) ended the search before its trial budget.
 TIMEOUT_ATTR = "unitrefine.stopped_by_timeout"
+#: Trial user attribute of a duplicate: the number of the trial that evaluated (or evaluates) its configuration.
+DUPLICATE_ATTR = "duplicate_of"
+#: After this many duplicates in a row (in trial-number order) the search space is taken as exhausted.
+MAX_DUPLICATES_IN_A_ROW = 10
 
 
 def stopped_by_timeout(study: optuna.Study) -> bool:
@@ -236,48 +249,42 @@ def study_identity(
     }
 
 
-def study_name(storage: optuna.storages.BaseStorage, experiment: str, resume: bool) -> str:
-    """The study to use for ``experiment``: the latest one (``resume``) or a new one.
-
-    Studies of an experiment are named ``<experiment>``, then ``<experiment>#2``, ``<experiment>#3``...
-    """
-    pattern = re.compile(re.escape(experiment) + r"(?:#(\d+))?")
-    taken = sorted(
-        int(m.group(1) or 1) for name in optuna.get_all_study_names(storage) if (m := pattern.fullmatch(name))
-    )
-    if not taken:
-        return experiment
-    k = taken[-1] if resume else taken[-1] + 1
-    return experiment if k == 1 else f"{experiment}#{k}"
+def is_duplicate(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``t`` repeated the configuration of an earlier trial and was not fitted (:data:`DUPLICATE_ATTR`)."""
+    return DUPLICATE_ATTR in t.user_attrs
 
 
-def check_identity(study: optuna.Study, identity: Mapping[str, str], storage_label: str) -> bool:
-    """Record ``identity`` on a new study, or check that a resumed study has the same one.
+def first_evaluation(study: optuna.Study, number: int, params: Mapping[str, Any]) -> int | None:
+    """The first other trial of ``study`` that evaluated, or is evaluating, the configuration ``params``.
+
+    Trials of any state count (an interrupted one is retried with these parameters) except queued ones,
+    duplicates and the earlier attempts that trial ``number`` retries. Call it where the trial's parameters are
+    drawn, in the order trials are asked (under the study lock), so that what it finds does not depend on timing.
+
+    Parameters
+    ----------
+    study : optuna.Study
+    number : int
+        The trial whose parameters were just drawn.
+    params : mapping
+        Its parameters.
 
     Returns
     -------
-    bool
-        True if the study was new (nothing recorded yet).
-
-    Raises
-    ------
-    UnitRefineError
-        If the study was started with another search space, data, CV setup or seed.
+    int or None
+        The earlier trial's number; None when the configuration is new (or ``params`` is empty).
     """
-    recorded = {k: v for k, v in study.user_attrs.items() if k in IDENTITY}
-    if not recorded:
-        for key, value in identity.items():
-            study.set_user_attr(key, value)
-        return True
-    differ = [label for key, label in IDENTITY.items() if recorded.get(key) != identity.get(key)]
-    if differ:
-        raise UnitRefineError(
-            f"Cannot resume study '{study.study_name}' ({storage_label}): its {', '.join(differ)} differ from "
-            "this run's, so its trials cannot be compared with new ones. Re-run with search.resume=false to "
-            "start a fresh study (kept beside it under a new name), choose another experiment_name, or restore "
-            "the original configuration to resume it."
-        )
-    return False
+    if not params:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    own = next((t for t in trials if t.number == number), None)
+    skip = {number, *(retry_history(own) if own is not None else [])}
+    same = [t for t in trials if t.number not in skip and t.state != TrialState.WAITING and not is_duplicate(t)
+            and t.params == params]
+    # An interrupted attempt names the configuration only when no retry of it has a result (or runs).
+    interrupted = {t.number for t in same if t.state == TrialState.FAIL and not _is_config_failure(t)}
+    first = min(same, key=lambda t: (t.number in interrupted, t.number), default=None)
+    return None if first is None else first.number
 
 
 def _is_config_failure(t: optuna.trial.FrozenTrial) -> bool:
@@ -308,6 +315,10 @@ class Budget:
         Interrupted trials already retried (they do not count).
     n_complete : int
         Completed trials.
+    duplicates : int
+        Trials not fitted because they repeated an earlier trial's configuration (they do not count).
+    duplicates_in_a_row : int
+        How many of the last trials, in trial-number order (queued ones aside), are duplicates.
     """
 
     counted: int
@@ -316,15 +327,27 @@ class Budget:
     to_retry: tuple[optuna.trial.FrozenTrial, ...]
     interrupted: int
     n_complete: int
+    duplicates: int = 0
+    duplicates_in_a_row: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the sampler proposed only configurations evaluated already, :data:`MAX_DUPLICATES_IN_A_ROW`
+        times in a row: the search space looks exhausted and the search ends."""
+        return self.duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW
 
 
 def budget(trials: Sequence[optuna.trial.FrozenTrial], max_retries: int) -> Budget:
     """Count ``trials`` against the budget (see the module docstring)."""
     retried = {h[-1] for t in trials if (h := retry_history(t))}
-    counted = running = waiting = interrupted = 0
+    counted = running = waiting = interrupted = duplicates = in_a_row = 0
     to_retry = []
-    for t in trials:
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _is_config_failure(t):
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state != TrialState.WAITING:
+            in_a_row = in_a_row + 1 if is_duplicate(t) else 0
+        if is_duplicate(t):
+            duplicates += 1
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) or _is_config_failure(t):
             counted += 1
         elif t.state == TrialState.RUNNING:
             running += 1
@@ -338,15 +361,17 @@ def budget(trials: Sequence[optuna.trial.FrozenTrial], max_retries: int) -> Budg
             else:
                 to_retry.append(t)
     n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    return Budget(counted, running, waiting, tuple(to_retry), interrupted, n_complete)
+    return Budget(counted, running, waiting, tuple(to_retry), interrupted, n_complete, duplicates, in_a_row)
 
 
 def trial_counts(trials: Sequence[optuna.trial.FrozenTrial], max_retries: int) -> dict[str, int]:
-    """``complete``, ``pruned``, ``fail`` (counted failures) and ``interrupted`` (retried) trials."""
+    """``complete``, ``pruned``, ``fail`` (counted failures), ``interrupted`` (retried) and ``duplicate`` (not
+    fitted: the configuration of an earlier trial) trials."""
     b = budget(trials, max_retries)
     complete = b.n_complete
-    pruned = sum(t.state == TrialState.PRUNED for t in trials)
-    return {"complete": complete, "pruned": pruned, "fail": b.counted - complete - pruned, "interrupted": b.interrupted}
+    pruned = sum(t.state == TrialState.PRUNED and not is_duplicate(t) for t in trials)
+    return {"complete": complete, "pruned": pruned, "fail": b.counted - complete - pruned, "interrupted": b.interrupted,
+            "duplicate": b.duplicates}
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

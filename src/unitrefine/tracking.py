@@ -36,9 +36,20 @@ _RUN_STATUS = {
 _MAX_PARAM = 6000
 #: Where a training run's model folder goes among its artifacts; a registered version's source is this folder.
 MODEL_FOLDER = "model_folder"
-#: The experiment tag the MLflow 3.17 UI reads to open an experiment on its runs instead of its GenAI view.
+#: The experiment kind ("Machine learning"). MLflow 3.17's UI does not read it to choose between its GenAI view and
+#: the runs: that follows the "GenAI | Model training" switch (or ``?workflowType=`` in the address), see
+#: :func:`runs_page`; set for the UIs and tools that do read it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+#: A saved view of the experiment's runs table (the UI's *Views* menu, or the address :func:`runs_page` gives): the
+#: columns :data:`RUNS_VIEW_COLUMNS`, sorted by ``cv_score``. MLflow keeps saved views in experiment tags
+#: ``mlflow.sharedViewState.<key>``; it has no setting for the columns a plain visit shows.
+RUNS_VIEW_KEY = "unitrefine"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
+RUNS_VIEW_NAME = "unitrefine: cv_score"
+RUNS_VIEW_COLUMNS = (
+    "metrics.`cv_score`", "metrics.`cv_score_std`", "metrics.`holdout_balanced_accuracy`", "params.`classifier`",
+)
 #: Uploads at least this large show a progress bar (on a terminal).
 _BAR_BYTES = 20 * 2**20
 
@@ -46,6 +57,112 @@ _BAR_BYTES = 20 * 2**20
 def default_tracking_uri(root: Path) -> str:
     """``sqlite:///<root>/mlruns/mlflow.db``: the project's store, wherever the command is run from."""
     return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def default_artifact_location(root: Path, experiment: str) -> str:
+    """``file://<root>/mlruns/artifacts/<experiment>``: where a new experiment's artifacts go by default."""
+    return (root / "mlruns" / "artifacts" / experiment).resolve().as_uri()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checks before any work (unitrefine.preflight): what MLflow would refuse, found without opening a store
+# ------------------------------------------------------------------------------------------------------------
+
+
+def experiment_name_problem(name: str) -> str | None:
+    """Why MLflow refuses ``name`` as an experiment name (MLflow's own check), or None."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_experiment_name
+
+    try:
+        _validate_experiment_name(name)
+    except MlflowException as exc:
+        return exc.message.rstrip(".")
+    return None
+
+
+def model_name_problem(name: str, uri: str) -> str | None:
+    """Why the registry of the MLflow store ``uri`` refuses ``name`` as a registered model name, or None.
+
+    MLflow's own checks: a file store's registry (``uri`` a folder) also refuses path separators and ``%``.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.model_registry import file_store
+    from mlflow.utils.uri import get_uri_scheme
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        file_registry = get_uri_scheme(uri) in ("", "file")
+    except MlflowException:  # a tracking.uri MLflow cannot open (local_store says so)
+        file_registry = False
+    try:
+        (file_store._validate_model_name if file_registry else _validate_model_name)(name)
+    except MlflowException as exc:
+        return exc.message.rstrip(".")
+    return None
+
+
+def local_store(uri: str) -> tuple[Path, bool] | None:
+    """The local file (SQLite) or folder (file store) the MLflow store ``uri`` writes, and whether it is a folder.
+
+    Returns
+    -------
+    (Path, bool) or None
+        None for a tracking server, a database server or an in-memory SQLite database.
+
+    Raises
+    ------
+    UnitRefineError
+        If MLflow has no store for ``uri``'s scheme (the message names ``tracking.uri``).
+    """
+    from urllib.parse import urlparse
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import get_uri_scheme
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        _tracking_store_registry.get_store_builder(uri)  # what MLflow itself does first with a tracking URI
+        scheme = get_uri_scheme(uri)
+        database = make_url(uri).database if scheme == "sqlite" else None
+    except (MlflowException, ArgumentError):
+        raise UnitRefineError(
+            f"tracking.uri='{uri}' is not a store MLflow can open (scheme '{urlparse(uri).scheme}'). Use a SQLite file "
+            "(sqlite:///path/to/mlflow.db), a tracking server (http://host:5000), a database "
+            "(postgresql://user@host/database), or leave tracking.uri unset for <project>/mlruns/mlflow.db."
+        ) from None
+    if scheme in ("", "file"):
+        return Path(local_file_uri_to_path(uri)).expanduser().resolve(), True
+    if scheme == "sqlite" and database and database != ":memory:":
+        return Path(database).expanduser().resolve(), False
+    return None
+
+
+def local_artifacts(location: str) -> Path | None:
+    """The local folder of the artifact location ``location``; None for remote storage (S3, a server...).
+
+    Raises
+    ------
+    UnitRefineError
+        If MLflow has no artifact repository for ``location``'s scheme (the message names
+        ``tracking.artifact_location``).
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_registered_artifact_repositories
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import get_uri_scheme
+
+    scheme = get_uri_scheme(location)
+    if scheme not in get_registered_artifact_repositories():
+        raise UnitRefineError(
+            f"tracking.artifact_location='{location}': MLflow cannot store artifacts at '{scheme}://' locations. "
+            "Use a folder path, or a location MLflow supports (s3://, gs://, mlflow-artifacts:/...)."
+        )
+    if scheme in ("", "file"):
+        return Path(local_file_uri_to_path(location)).expanduser().resolve()
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -335,6 +452,38 @@ class RunWriter:
                 self._queue.task_done()
 
 
+def experiment_tags() -> dict[str, str]:
+    """The tags a unitrefine experiment gets: its kind and the saved view of its runs (:data:`RUNS_VIEW_TAG`).
+
+    The view is what MLflow 3.17's UI writes when one saves a view of the runs table: a JSON envelope (name,
+    creation and update times in ms, the state as a JSON string) whose state holds the selected columns and the
+    sort order. Columns of metrics or parameters a run does not have are left out by the UI.
+    """
+    import json
+
+    now = int(time.time() * 1000)
+    state = {"selectedColumns": list(RUNS_VIEW_COLUMNS), "orderByKey": "metrics.`cv_score`", "orderByAsc": False}
+    view = {"name": RUNS_VIEW_NAME, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, RUNS_VIEW_TAG: json.dumps(view)}
+
+
+def runs_page(ui: str, experiment_id: str) -> str:
+    """The MLflow UI address that opens experiment ``experiment_id`` on its runs, in the view :data:`RUNS_VIEW_TAG`.
+
+    ``workflowType=machine_learning`` is the address form of the UI's "Model training" switch: without it (and
+    until someone flips the switch in that browser) MLflow 3.17 opens every experiment on its GenAI view.
+
+    Parameters
+    ----------
+    ui : str
+        Where the UI is served, e.g. ``http://127.0.0.1:5000``.
+    experiment_id : str
+        The MLflow experiment.
+    """
+    query = f"workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
 class Tracker:
     """Logs a study to MLflow.
 
@@ -349,8 +498,9 @@ class Tracker:
 
     Notes
     -----
-    The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (also an existing one that
-    has no kind yet), so that the MLflow UI opens it on its runs rather than on its GenAI view.
+    The experiment gets the tags of :func:`experiment_tags` (an existing one, those it lacks: a kind or a view
+    someone set is kept): the kind ``custom_model_development`` and the saved runs view ``unitrefine: cv_score``,
+    which :func:`runs_page`'s address opens in the MLflow UI.
     """
 
     def __init__(self, uri: str, experiment_name: str, artifact_location: str | None) -> None:
@@ -358,14 +508,16 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         exp = self.client.get_experiment_by_name(experiment_name)
+        tags = experiment_tags()
         if exp is None:
             self.experiment_id = self.client.create_experiment(
-                experiment_name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                experiment_name, artifact_location=artifact_location, tags=tags
             )
         else:
             self.experiment_id = exp.experiment_id
-            if EXPERIMENT_KIND_TAG not in exp.tags:
-                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            for key, value in tags.items():
+                if key not in exp.tags:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         self.parent_id: str | None = None
         self._writer = RunWriter(self._write_trial)
 

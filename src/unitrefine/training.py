@@ -7,9 +7,11 @@ import time
 
 from unitrefine import stages as s
 from unitrefine.config import TrainConfig
-from unitrefine.export import check_output_folder, staged_folder
+from unitrefine.export import staged_folder
+from unitrefine.preflight import preflight
 from unitrefine.progress import Stages, shown
-from unitrefine.report import Export, TrainResult, leaderboard, summary
+from unitrefine.report import UI_HOST, UI_PORT, Export, TrainResult, leaderboard, summary
+from unitrefine.tracking import runs_page
 
 __all__ = ["TrainResult", "train"]
 
@@ -37,8 +39,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     """
     started, stage = time.perf_counter(), Stages()
     with shown():
-        if cfg.output.folder:
-            check_output_folder(cfg.resolve_path(cfg.output.folder), cfg.output.overwrite)
+        preflight(cfg)  # everything knowable before the search: names, output folder, stores writable
         with stage("load", "reading the recordings' metrics and labels"):
             table = s.load(cfg)
         with stage("split", "holding recordings out and folding the rest"):
@@ -80,6 +81,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
         ensemble=dict(final.weights) if final.is_ensemble else None, holdout=info.holdout, estimate=expected,
         trial_counts=searched.counts, wall_time_s=time.perf_counter() - started, stage_seconds=dict(stage.seconds),
         study=searched.study, leaderboard=board,
+        runs_page=runs_page(f"http://{UI_HOST}:{UI_PORT}", tracker.experiment_id) if run_id else None,
     )
     log.info("%s", summary(result, cfg.cv.scoring))
     return result

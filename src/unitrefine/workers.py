@@ -30,7 +30,12 @@ trial finished first, so a worker with ``n`` threads keeps a window of ``n`` tri
 * a finished trial ``k`` is told only after trial ``k + n - 1`` is asked and every earlier trial is told: a
   fast trial waits for the slower ones started before it (the cost: an idle thread while it waits);
 * the pruner judges trial ``k`` by trials ``<= k - n`` only (:class:`unitrefine.study.WindowedPruner`);
-* trials are told, logged to MLflow and counted by the callbacks in trial-number order.
+* trials are told, logged to MLflow and counted by the callbacks in trial-number order;
+* a trial the objective's ``sample`` marks a duplicate (its configuration was evaluated by an earlier trial:
+  :data:`unitrefine.study.DUPLICATE_ATTR`) is not run: it is told PRUNED at once, under the study lock, so in ask
+  order, and takes no place in the window (the next trial is asked at once); it is not logged to MLflow nor
+  passed to the callbacks, and does not count toward the budget. A worker stops asking when the last
+  :data:`unitrefine.study.MAX_DUPLICATES_IN_A_ROW` trials were all duplicates (the search space looks exhausted).
 
 With ``n = 1`` this is the sequential study. Reproducibility ends where timing decides what runs: a time cap
 (``search.timeout_s``; a search it stops is recorded as such, :func:`unitrefine.study.stopped_by_timeout`);
@@ -56,7 +61,17 @@ from unitrefine.errors import is_interrupt
 from unitrefine.locks import Lock
 from unitrefine.session import Session
 from unitrefine.storage import WORKER_ATTR
-from unitrefine.study import EXPORTED_ATTR, Budget, WindowedPruner, budget, record_stopped_by_timeout, retry
+from unitrefine.study import (
+    DUPLICATE_ATTR,
+    EXPORTED_ATTR,
+    MAX_DUPLICATES_IN_A_ROW,
+    Budget,
+    WindowedPruner,
+    budget,
+    is_duplicate,
+    record_stopped_by_timeout,
+    retry,
+)
 from unitrefine.tracking import NullTracker
 
 log = logging.getLogger(__name__)
@@ -229,7 +244,8 @@ class Worker:
     trial_params : callable
         A finished trial's parameters as logged to MLflow.
     callbacks : sequence of callable
-        Optuna callbacks run after each trial this worker finishes (after it is logged to MLflow).
+        Optuna callbacks run after each trial this worker finishes (after it is logged to MLflow); not after a
+        duplicate, which is neither fitted nor logged.
     """
 
     session: Session
@@ -247,6 +263,7 @@ class Worker:
     _state: _ThreadState = field(default_factory=_ThreadState, init=False)
     _deadline: float | None = field(default=None, init=False)
     _timed_out: bool = field(default=False, init=False)
+    _exhausted: bool = field(default=False, init=False)
     _window: _Window = field(init=False)
 
     def __post_init__(self) -> None:
@@ -276,7 +293,8 @@ class Worker:
         ]
         try:
             with lock:
-                if self._prepare().counted < self.n_trials:
+                b = self._prepare()
+                if b.counted < self.n_trials and not b.exhausted:
                     self.session.tracker.set_running()
                 self._reconcile()
             for t in threads:
@@ -328,11 +346,12 @@ class Worker:
                 if not self._window.may_ask():
                     continue  # another thread of this worker took the turn
                 b = self._prepare()
-                if b.counted + b.running < self.n_trials:
-                    callbacks = [self._told, self._track, *self.callbacks]
-                    self.study.optimize(self._claimed, n_trials=1, callbacks=callbacks)
+                if b.counted + b.running < self.n_trials and not b.exhausted:
+                    self.study.optimize(self._claimed, n_trials=1, callbacks=[self._after_trial])
                     self._running.pop(threading.get_ident(), None)
                     continue
+                if b.exhausted:
+                    self._say_exhausted(b)
                 self._window.close()  # the budget is taken: results held for later asks are told now
             finally:
                 if self._state.holds_lock:
@@ -341,6 +360,18 @@ class Worker:
             if b.running == 0:
                 return
             self._stop.wait(self.poll_s)
+
+    def _say_exhausted(self, b: Budget) -> None:
+        """Warn (once) that the search ends before its budget because the sampler repeats itself."""
+        if self._exhausted:
+            return
+        self._exhausted = True
+        log.warning(
+            "The last %d configurations the sampler proposed had all been evaluated already: the search space looks "
+            "exhausted, and the search of study '%s' stops after %d distinct configurations (search.n_trials=%d). "
+            "Widen search_space to search further.", MAX_DUPLICATES_IN_A_ROW, self.study.study_name, b.counted,
+            self.n_trials,
+        )
 
     def _past_deadline(self) -> bool:
         """Whether ``search.timeout_s`` has passed (then noting whether it leaves the budget unused)."""
@@ -370,7 +401,9 @@ class Worker:
         return its result (or raise TrialPruned) only when it is its turn to be told (:class:`_Window`)."""
         trial.set_user_attr(WORKER_ATTR, self.session.store.worker_id)
         self._running[threading.get_ident()] = trial.number
-        self._start(trial)
+        earlier = self._start(trial)
+        if earlier is not None:  # a duplicate: told now, still under the lock, so in ask order
+            raise optuna.TrialPruned(f"the configuration of trial {earlier}, not fitted again")
         self._state.holds_lock = False
         self.session.store.study_lock(self.session.experiment).release()
         try:
@@ -381,15 +414,22 @@ class Worker:
         self._await_turn(trial.number)
         return value
 
-    def _start(self, trial: optuna.Trial) -> None:
-        """In ask order: draw the trial's parameters, fix which trials its pruner sees, count the ask."""
+    def _start(self, trial: optuna.Trial) -> int | None:
+        """In ask order: draw the trial's parameters, fix which trials its pruner sees, count the ask.
+
+        Returns the trial it duplicates (and then neither the pruner nor the window knows it), or None.
+        """
         if isinstance(self.objective, SampledObjective):
             self.objective.sample(trial)
+            earlier = trial.user_attrs.get(DUPLICATE_ATTR)
+            if earlier is not None:
+                return int(earlier)
         pruner = self.study.pruner
         if isinstance(pruner, WindowedPruner):
             frozen = next(t for t in reversed(self.study.get_trials(deepcopy=False)) if t.number == trial.number)
             pruner.start(self.study, frozen, self._window.cutoff(trial.number))
         self._window.asked(trial.number)
+        return None
 
     def _await_turn(self, number: int) -> None:
         try:
@@ -397,6 +437,15 @@ class Worker:
         except BaseException:
             self._window.dropped(number)
             raise
+
+    def _after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna's callback: the trial is told; then, unless it is a duplicate, log it and run the callbacks."""
+        self._told(study, trial)
+        if is_duplicate(trial):
+            return
+        self._track(study, trial)
+        for callback in self.callbacks:
+            callback(study, trial)
 
     def _told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """First callback after each trial: it is told, so the next trial may be asked."""
@@ -434,7 +483,7 @@ class Worker:
             worker = t.user_attrs.get(WORKER_ATTR)
             if worker not in alive:
                 alive[worker] = self.session.store.is_alive(worker)
-            if t.state.is_finished() and not alive[worker]:
+            if t.state.is_finished() and not alive[worker] and not is_duplicate(t):
                 orphans.append(t)
         if not orphans:
             return
@@ -472,7 +521,8 @@ class Worker:
         for number in list(self._running.values()):
             self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             trial = self.study.get_trials(deepcopy=False)[number]
-            if trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs:
+            if trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs \
+                    and not is_duplicate(trial):
                 self.session.tracker.log_trial(
                     self.study, trial, self._params(trial), status=status,
                     error=f"{why}; the trial is run again when the study is resumed",
@@ -511,10 +561,13 @@ class Worker:
                 return None
             exported = self.study.user_attrs.get(EXPORTED_ATTR) or {}
             if exported.get("n_finished") == b.counted and exported.get("run_id") == self.session.run_id:
+                further = ("Widen search_space to search further (the sampler proposes only configurations evaluated "
+                           "already)" if b.exhausted else "Raise search.n_trials to search further")
                 log.info(
                     "Study '%s' has its %d trials and was exported to %s (model version %s): nothing to do. "
-                    "Raise search.n_trials to search further, or set search.resume=false for a fresh study.",
+                    "%s, or set search.resume=false for a fresh study.",
                     self.study.study_name, b.counted, exported.get("model_folder"), exported.get("model_version"),
+                    further,
                 )
                 final.release()
                 return None
