@@ -8,7 +8,7 @@ A simulated curator on the 9 shipped ``mouse_v1`` recordings (loaded with unitre
 set; the other mice's units are the pool a curator labels. Both strategies start from the same small random
 labelled seed (``--initial`` units, at least two of each class); then, round by round, ``--batch`` more units
 are labelled: **active** picks them with ``unitrefine.suggest``'s own ranking
-(:func:`unitrefine.active.rank_candidates`: margin uncertainty of the current model, round-robin over the
+(:func:`unitrefine.apply.active.rank_candidates`: margin uncertainty of the current model, round-robin over the
 pool's recordings), **random** picks them uniformly. After every round the model is refitted on the labels so
 far and scored on the left-out mouse.
 
@@ -46,7 +46,7 @@ import pandas as pd  # noqa: E402
 if TYPE_CHECKING:
     from imblearn.pipeline import Pipeline
 
-    from unitrefine.data import UnitTable
+    from unitrefine.data.dataset import UnitTable
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: strategy -> how active selection spreads over recordings (None: random selection)
@@ -71,7 +71,7 @@ class Setting:
 def load_table(task: str) -> UnitTable:
     """The mouse_v1 recordings as training sees them (features, classes, recording and subject of every unit)."""
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data import load_dataset
+    from unitrefine.data.dataset import load_dataset
 
     # threshold.tune (mouse_v1 tunes it) is for binary tasks only, and the simulation's model decides at argmax.
     cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "threshold.tune=false"]))
@@ -81,8 +81,8 @@ def load_table(task: str) -> UnitTable:
 def make_model(n_trees: int, seed: int) -> Pipeline:
     """Median imputer -> random forest (balanced class weights, one thread, out-of-bag predictions), built from
     unitrefine's registry."""
-    from unitrefine.pipeline import build_pipeline
-    from unitrefine.search_space import Choice
+    from unitrefine.search.pipeline import build_pipeline
+    from unitrefine.search.search_space import Choice
 
     spec = {"imputer": Choice("median", {}), "scaler": Choice("none", {}), "resampler": Choice("none", {}),
             "classifier": Choice("random_forest", {"n_estimators": n_trees})}
@@ -96,7 +96,7 @@ def fit_and_decide(model: Pipeline, X: pd.DataFrame, y: np.ndarray, decision: st
     out-of-bag probabilities (each unit predicted by the trees that did not see it), as ``threshold.tune`` chooses
     it on out-of-fold predictions; ``"half"``, or more than two classes: argmax.
     """
-    from unitrefine.threshold import tune_threshold
+    from unitrefine.model.threshold import tune_threshold
 
     model.fit(X, y)
     if decision != "tuned" or y.max() > 1:
@@ -127,8 +127,8 @@ def simulate(s: Setting) -> list[dict]:
     from sklearn.metrics import roc_auc_score
     from threadpoolctl import threadpool_limits
 
-    from unitrefine.active import rank_candidates
-    from unitrefine.evaluation import balanced_accuracy
+    from unitrefine.apply.active import rank_candidates
+    from unitrefine.search.evaluation import balanced_accuracy
 
     table = load_table(s.task)
     subjects = table.units["subject"].to_numpy()
@@ -178,7 +178,7 @@ def ceiling(task: str, test_subject: str, n_trees: int, seed: int, decision: str
     """The same pipeline fitted on every unit of the pool (all labels), deciding the same way."""
     from threadpoolctl import threadpool_limits
 
-    from unitrefine.evaluation import balanced_accuracy
+    from unitrefine.search.evaluation import balanced_accuracy
 
     table = load_table(task)
     test = (table.units["subject"] == test_subject).to_numpy()
@@ -326,7 +326,7 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
   the other mice's units are the pool a simulated curator labels (their curated labels are revealed when chosen)
 - start: {args.initial} random labels (at least two per class; the same for every strategy); then {args.rounds} rounds
   of {args.batch} labels, to {budget}; {args.seeds} seeds per split
-- `active`: `unitrefine.active.rank_candidates`, what `unitrefine.suggest` runs (margin uncertainty of the current
+- `active`: `unitrefine.apply.active.rank_candidates`, what `unitrefine.suggest` runs (margin uncertainty of the current
   model, round-robin over the pool's recordings); `active_no_spread`: the same ranking without the round-robin;
   `random`: uniform over the unlabelled pool
 - the model after each round: median imputer -> random forest ({args.trees} trees, balanced class weights, one thread)

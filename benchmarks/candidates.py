@@ -32,10 +32,10 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from unitrefine.config import compose_config, validate_config
-from unitrefine.data import UnitTable, load_dataset
-from unitrefine.pipeline import build_pipeline
-from unitrefine.search_space import Choice
-from unitrefine.threshold import tune_threshold
+from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.model.threshold import tune_threshold
+from unitrefine.search.pipeline import build_pipeline
+from unitrefine.search.search_space import Choice
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ("sua_vs_all", "noise_vs_neural", "three_class")

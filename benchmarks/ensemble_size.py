@@ -55,11 +55,11 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from unitrefine import stages
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data import load_dataset
-    from unitrefine.evaluation import balanced_accuracy
-    from unitrefine.export import dump_model
+    from unitrefine.data.dataset import load_dataset
+    from unitrefine.export.folder import dump_model
+    from unitrefine.run import stages
+    from unitrefine.search.evaluation import balanced_accuracy
 
     holdout = split_recordings(split)
     load = os.getloadavg()[0]

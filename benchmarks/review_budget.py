@@ -59,7 +59,7 @@ TARGETS = {"sua_vs_all": (0.90, 2.0), "noise_vs_neural": (0.90, 2.0), "three_cla
 # ---------------------------------------------------------------- rankings (higher score: review sooner)
 def centred(proba: np.ndarray, threshold: float | None) -> np.ndarray:
     """Class probabilities with a binary model's threshold moved to 0.5 (as ``predict review=`` ranks)."""
-    from unitrefine.uncertainty import centre_on_threshold
+    from unitrefine.model.uncertainty import centre_on_threshold
 
     return centre_on_threshold(proba, threshold) if threshold is not None and proba.shape[1] == 2 else proba
 
@@ -110,7 +110,7 @@ def rankings(proba: np.ndarray, predicted: np.ndarray, threshold: float | None, 
              cal_y: np.ndarray, committee: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every deterministic ranking's score per unit of ``proba`` (the model's probabilities; its labels
     ``predicted``), calibrated on out-of-animal predictions ``cal_proba`` with true classes ``cal_y``."""
-    from unitrefine.uncertainty import model_uncertainty
+    from unitrefine.model.uncertainty import model_uncertainty
 
     cal_c, centred_p = centred(cal_proba, threshold), centred(proba, threshold)
     out = {
@@ -127,8 +127,8 @@ def rankings(proba: np.ndarray, predicted: np.ndarray, threshold: float | None, 
 def printed_estimates(pred: dict[str, Any]) -> dict[str, Any]:
     """What the run's estimate would print per ranking: each training mouse scored curated by the refit without
     it, its ranking calibrated on the other training mice only; mean and 90 % prediction interval per budget."""
-    from unitrefine.estimate import prediction_interval
-    from unitrefine.uncertainty import curated_scores
+    from unitrefine.model.estimate import prediction_interval
+    from unitrefine.model.uncertainty import curated_scores
 
     groups = pred["cal_groups"]
     per_group: dict[str, list[list[float]]] = {}
@@ -148,7 +148,7 @@ def concat(a: Any, b: Any) -> Any:
     """Two UnitTables of the same classes, one after the other."""
     import pandas as pd
 
-    from unitrefine.data import UnitTable
+    from unitrefine.data.dataset import UnitTable
 
     assert a.classes == b.classes, (a.classes, b.classes)
     return UnitTable(pd.concat([a.X, b.X], ignore_index=True), np.concatenate([a.y, b.y]), a.classes,
@@ -157,9 +157,9 @@ def concat(a: Any, b: Any) -> Any:
 
 def predictions(cfg: Any, searched: Any, final: Any, train: Any, held: Any) -> dict[str, Any]:
     """The exported model's, the committee's and the out-of-animal calibration predictions on ``held``."""
-    from unitrefine.final_model import fit_spec
+    from unitrefine.model.final_model import fit_spec
+    from unitrefine.model.uncertainty import decision_threshold
     from unitrefine.progress import parallel_map
-    from unitrefine.uncertainty import decision_threshold
 
     complete = sorted((t for t in searched.study.trials if t.value is not None and t.state.name == "COMPLETE"),
                       key=lambda t: (-t.value, t.number))
@@ -204,7 +204,7 @@ def scores_for(held: Any, predicted: np.ndarray, order: np.ndarray, budgets: tup
     """Curated, retrained-curated and model-alone balanced accuracy for reviewing ``order``'s first units."""
     from sklearn.metrics import balanced_accuracy_score
 
-    from unitrefine.uncertainty import review_count
+    from unitrefine.model.uncertainty import review_count
 
     out: dict[str, list[float | None]] = {"curated": [], "retrained": [], "model_unreviewed": []}
     for b in budgets:
@@ -228,9 +228,9 @@ def measure_split(task: str, split: str, extra: tuple[str, ...] = ()) -> dict[st
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from unitrefine import stages
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data import load_dataset
+    from unitrefine.data.dataset import load_dataset
+    from unitrefine.run import stages
 
     holdout = split_recordings(split)
     load = os.getloadavg()[0]
@@ -270,8 +270,8 @@ def save_cache(task: str, split: str, pred: dict[str, Any], y: np.ndarray) -> No
 
 def score_rankings(cfg: Any, final: Any, train: Any, held: Any, pred: dict[str, Any]) -> dict[str, Any]:
     """Every ranking's scores per budget (:func:`scores_for`); random review averaged over its draws."""
+    from unitrefine.model.uncertainty import review_order
     from unitrefine.progress import parallel_map
-    from unitrefine.uncertainty import review_order
 
     predicted, cols = pred["predicted"], list(train.X.columns)
 

@@ -55,7 +55,7 @@ def _trial_params(family: str) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from unitrefine.config import compose_config
-    from unitrefine.search_space import parse_search_space
+    from unitrefine.search.search_space import parse_search_space
 
     space = OmegaConf.to_container(compose_config([]).search_space)
     assert isinstance(space, dict)
@@ -76,11 +76,11 @@ def measure_one(data: Path, family: str, limits: bool) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data import load_dataset
-    from unitrefine.evaluation import make_plan, scorer
-    from unitrefine.objective import Objective
-    from unitrefine.pipeline import unit_limit
-    from unitrefine.search_space import parse_search_space
+    from unitrefine.data.dataset import load_dataset
+    from unitrefine.search.evaluation import make_plan, scorer
+    from unitrefine.search.objective import Objective
+    from unitrefine.search.pipeline import unit_limit
+    from unitrefine.search.search_space import parse_search_space
 
     started = time.perf_counter()
     cfg = compose_config([])

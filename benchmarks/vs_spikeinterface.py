@@ -54,7 +54,7 @@ def spikeinterface_cell(task: str, holdout: list[str], tmp: Path) -> dict:
     from spikeinterface.curation import train_model
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data import load_dataset
+    from unitrefine.data.dataset import load_dataset
 
     cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "dataset.exclude_metrics=[]",
                                               "threshold.tune=false"]))
@@ -93,10 +93,10 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
     from sklearn.metrics import balanced_accuracy_score
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data import load_dataset
-    from unitrefine.estimate import REVIEW_BUDGETS
-    from unitrefine.export import load_model_folder
-    from unitrefine.uncertainty import curated_scores, decision_threshold, model_uncertainty
+    from unitrefine.data.dataset import load_dataset
+    from unitrefine.export.folder import load_model_folder
+    from unitrefine.model.estimate import REVIEW_BUDGETS
+    from unitrefine.model.uncertainty import curated_scores, decision_threshold, model_uncertainty
 
     experiment = EXPERIMENTS[task]
     overrides = [f"+experiment={experiment}", f"dataset.exclude_recordings=[{','.join(holdout)}]",
@@ -153,7 +153,7 @@ def run_cell(trainer: str, task: str, split: str, at_once: int) -> dict:
 
 def _interval(cell: dict | None) -> str:
     """The estimate's 90% prediction interval for one new mouse, for cells that recorded the per-mouse scores."""
-    from unitrefine.estimate import GroupEstimate
+    from unitrefine.model.estimate import GroupEstimate
 
     if not cell or "printed_per_group" not in cell:
         return ""

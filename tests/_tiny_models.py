@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from unitrefine.export import INFO_FILE, dump_model, write_json
-from unitrefine.threshold import with_threshold
+from unitrefine.export.folder import INFO_FILE, dump_model, write_json
+from unitrefine.model.threshold import with_threshold
 
 #: Model classes (in class-code order) and how each maps a curator's Phy group to its class (as conf/task/*.yaml).
 TASKS = {

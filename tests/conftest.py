@@ -83,7 +83,7 @@ def make_config(tmp_path: Path, recordings: list[dict[str, str]], overrides: lis
 
 
 # --------------------------------------------------------------------------------------------------
-# Analyzer mode: tiny generated SortingAnalyzers (unitrefine.synthetic), made once per session
+# Analyzer mode: tiny generated SortingAnalyzers (unitrefine.data.synthetic), made once per session
 # --------------------------------------------------------------------------------------------------
 
 #: 10 units (5 good, 2 mua, 3 noise) per 60 s, 8-channel recording: about a second each to make.
@@ -104,7 +104,7 @@ def synthetic_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Read-only: tests that change an analyzer work on a copy (:func:`copy_recordings`).
     """
     from unitrefine.config import GenerateConfig
-    from unitrefine.synthetic import make_units, write_recording
+    from unitrefine.data.synthetic import make_units, write_recording
 
     root = tmp_path_factory.mktemp("synthetic_bank")
     gen = GenerateConfig(**TINY_GENERATE)
@@ -157,7 +157,7 @@ def make_analyzer_config(tmp_path: Path, dataset: dict[str, Any], overrides: lis
 @pytest.fixture(scope="session")
 def synthetic_models(tmp_path_factory: pytest.TempPathFactory, synthetic_bank: Path) -> dict[str, Path]:
     """Model folders trained in analyzer mode on copies of r0..r3: three_class, noise_vs_neural and sua_vs_mua."""
-    from unitrefine.training import train
+    from unitrefine.run.training import train
 
     root = tmp_path_factory.mktemp("synthetic_models")
     folders = copy_recordings(synthetic_bank, root / "data", [0, 1, 2, 3])
@@ -174,7 +174,7 @@ def _plain(v: Any) -> Any:
 
 def run_predict(**options: Any) -> Any:
     """``python -m unitrefine.predict key=value ...`` without the command line (paths may be Path objects)."""
-    from unitrefine.prediction import parse_predict_config, predict
+    from unitrefine.apply.prediction import parse_predict_config, predict
 
     return predict(parse_predict_config({k: _plain(v) for k, v in options.items()}))
 

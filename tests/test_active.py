@@ -1,4 +1,4 @@
-"""What to label next (:mod:`unitrefine.active`): scores, ranking, spreading, labelled units, bad input.
+"""What to label next (:mod:`unitrefine.apply.active`): scores, ranking, spreading, labelled units, bad input.
 
 A tiny real model (a scikit-learn pipeline saved with skops, loaded with the reviewed trusted types) on
 seeded tables; its probabilities are checked against ``unitrefine.predict``'s, so suggest reuses that path.
@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from spikeinterface.core import load_sorting_analyzer
 
-from unitrefine.active import (
+from unitrefine.apply.active import (
     centre_on_threshold,
     decision_threshold,
     parse_suggest_config,
@@ -29,10 +29,10 @@ from unitrefine.active import (
     suggest,
     uncertainty,
 )
+from unitrefine.apply.prediction import parse_predict_config, predict
 from unitrefine.errors import UnitRefineError
-from unitrefine.export import INFO_FILE, dump_model, write_json
-from unitrefine.prediction import parse_predict_config, predict
-from unitrefine.threshold import with_threshold
+from unitrefine.export.folder import INFO_FILE, dump_model, write_json
+from unitrefine.model.threshold import with_threshold
 
 CLASSES = ["good", "mua", "noise"]
 

@@ -1,4 +1,4 @@
-"""Analyzer mode (:mod:`unitrefine.analyzers`, :mod:`unitrefine.analyzer_data`) on tiny generated analyzers."""
+"""Analyzer mode (:mod:`unitrefine.data.analyzers`, :mod:`unitrefine.data.analyzer_data`) on tiny generated analyzers."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from conftest import TINY_QUALITY, TINY_TEMPLATE, analyzer_dataset, copy_recordings, make_analyzer_config
 from spikeinterface.core import load_sorting_analyzer
 
-from unitrefine import analyzers as az
-from unitrefine.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
 from unitrefine.config import compose_config, validate_config
-from unitrefine.data import load_dataset
+from unitrefine.data import analyzers as az
+from unitrefine.data.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
+from unitrefine.data.dataset import load_dataset
 from unitrefine.errors import UnitRefineError
 
 
@@ -152,7 +152,7 @@ def test_zarr_analyzers_load_like_binary_folders(tmp_path: Path, synthetic_bank:
 
 def test_an_analyzer_without_its_recording_cannot_compute_template_dependent_metrics(tmp_path: Path, caplog) -> None:
     from unitrefine.config import GenerateConfig
-    from unitrefine.synthetic import make_units, write_recording
+    from unitrefine.data.synthetic import make_units, write_recording
 
     recording, sorting, labels = make_units(GenerateConfig(duration_s=60.0, num_channels=4, num_units=3, n_merged=0,
                                                            n_contaminated=0, n_noise=1), [1])

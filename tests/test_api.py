@@ -13,7 +13,7 @@ from spikeinterface.core import SortingAnalyzer, load_sorting_analyzer
 from spikeinterface.curation import load_model, model_based_label_units
 
 from unitrefine import UnitRefineError, train_model
-from unitrefine.estimators import TRUSTED_TYPES
+from unitrefine.search.estimators import TRUSTED_TYPES
 
 
 def test_train_model_with_spikeinterface_style_arguments(tmp_path: Path, tiny_recordings) -> None:

@@ -3,7 +3,7 @@
 Every case starts from a valid tiny dataset (three recordings) and a valid model folder, breaks one thing,
 and runs the real entry point: ``train()`` in this process (the command line maps its UnitRefineError to exit
 status 2, checked here for the cases marked ``cli``), the real ``python -m unitrefine.train`` /
-``python -m unitrefine.predict`` in a subprocess, or :func:`unitrefine.export.load_model_folder`. It must fail
+``python -m unitrefine.predict`` in a subprocess, or :func:`unitrefine.export.folder.load_model_folder`. It must fail
 with a message naming the file, column, unit or key (and what to do), and leave every file as it was: no
 model folder, no MLflow store, no study journal, no predictions.
 
@@ -26,8 +26,8 @@ import pytest
 from conftest import make_config, write_recording
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.export import load_model_folder
-from unitrefine.training import train
+from unitrefine.export.folder import load_model_folder
+from unitrefine.run.training import train
 
 Recs = list[dict[str, str]]
 

@@ -123,9 +123,9 @@ def test_train_help_lists_the_experiments_and_points_to_the_full_config(tmp_path
 
 
 def test_an_option_of_the_wrong_type_is_named_with_what_is_expected() -> None:
+    from unitrefine.apply.prediction import PredictConfig
     from unitrefine.errors import UnitRefineError
     from unitrefine.options import MODEL_AND_DATA, command_options
-    from unitrefine.prediction import PredictConfig
 
     given = {"model": "m", "data": "a.csv", "output": "o.csv", "n_jobs": "abc", "overwrite": "perhaps", "review": "10%"}
     with pytest.raises(UnitRefineError) as info:
@@ -156,7 +156,7 @@ def test_an_error_raised_while_handling_ctrl_c_exits_as_an_interrupt_and_only_th
     # After the search, Optuna's journal lock can turn a Ctrl-C into the FileNotFoundError of its clean-up.
     script = f"""
 import sys
-import unitrefine.training
+import unitrefine.run.training
 
 def train(cfg):
     if {during_ctrl_c}:
@@ -166,7 +166,7 @@ def train(cfg):
             raise FileNotFoundError("the journal lock file")
     raise FileNotFoundError("the journal lock file")
 
-unitrefine.training.train = train
+unitrefine.run.training.train = train
 from unitrefine.train import main
 sys.argv = ["unitrefine.train", "+experiment=smoke"]
 main()

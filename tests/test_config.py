@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from unitrefine.config import CONF_DIR, compose_config, config_origin, validate_config
 from unitrefine.errors import UnitRefineError
-from unitrefine.search_space import parse_search_space
+from unitrefine.search.search_space import parse_search_space
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -21,7 +21,7 @@ def test_every_experiment_composes_validates_and_has_a_valid_space(name: str) ->
     assert cfg.experiment_name == name
     parse_search_space(cfg.search_space)
     for rec in cfg.dataset.recordings:
-        if cfg.dataset.generate is not None:  # generated on first use (unitrefine.synthetic)
+        if cfg.dataset.generate is not None:  # generated on first use (unitrefine.data.synthetic)
             continue
         path = rec.metrics if cfg.dataset.mode == "csv" else rec.analyzer
         assert path is not None and cfg.resolve_path(path).exists(), path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unitrefine.ensemble import oof_score, select_ensemble
+from unitrefine.model.ensemble import oof_score, select_ensemble
 
 
 def one_hot(pred: np.ndarray, confidence: float = 0.8) -> np.ndarray:

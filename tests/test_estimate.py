@@ -12,9 +12,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data import UnitTable, load_dataset
-from unitrefine.estimate import GroupEstimate, describe, leave_group_out, new_recording_estimate
-from unitrefine.evaluation import balanced_accuracy
+from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.model.estimate import GroupEstimate, describe, leave_group_out, new_recording_estimate
+from unitrefine.search.evaluation import balanced_accuracy
 
 
 def _table(tmp_path: Path, subjects: list[str]) -> UnitTable:

@@ -25,10 +25,10 @@ from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.estimators import GROUPS, REGISTRY, TRUSTED_TYPES, Component
-from unitrefine.export import MODEL_FILE, dump_model, load_skops
-from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
-from unitrefine.search_space import Choice
+from unitrefine.export.folder import MODEL_FILE, dump_model, load_skops
+from unitrefine.search.estimators import GROUPS, REGISTRY, TRUSTED_TYPES, Component
+from unitrefine.search.pipeline import build_pipeline, export_pipeline, soft_vote
+from unitrefine.search.search_space import Choice
 
 #: Small settings so every fit takes milliseconds (defaults of some estimators are large).
 SMALL: dict[str, dict[str, Any]] = {
@@ -48,7 +48,7 @@ BASE = {"imputer": "median", "scaler": "standard", "resampler": "none", "classif
 COMMON_TYPES = {"numpy.dtype"}
 #: skops trusts every type in ``sklearn.utils.all_estimators()`` as listed when ``skops.io`` is first imported;
 #: IterativeImputer is in that list only if ``sklearn.experimental.enable_iterative_imputer`` (imported by
-#: unitrefine.estimators) ran first. So whether skops reports it as untrusted depends on import order, and it
+#: unitrefine.search.estimators) ran first. So whether skops reports it as untrusted depends on import order, and it
 #: is counted as untrusted here whenever a file holds it (test_trusted_types_suffice_in_either_import_order).
 ORDER_DEPENDENT = {"sklearn.impute._iterative.IterativeImputer"}
 COMPONENTS = [(g, n) for g in GROUPS for n in REGISTRY[g]]
@@ -264,14 +264,14 @@ IMPORT_ORDER_SCRIPT = textwrap.dedent(
     import numpy as np
     if sys.argv[1] == "skops_first":
         import skops.io as sio
-        import unitrefine.estimators
+        import unitrefine.search.estimators
     else:
-        import unitrefine.estimators
+        import unitrefine.search.estimators
         import skops.io as sio
     from pathlib import Path
-    from unitrefine.export import dump_model, load_skops
-    from unitrefine.pipeline import build_pipeline, export_pipeline, soft_vote
-    from unitrefine.search_space import Choice
+    from unitrefine.export.folder import dump_model, load_skops
+    from unitrefine.search.pipeline import build_pipeline, export_pipeline, soft_vote
+    from unitrefine.search.search_space import Choice
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)

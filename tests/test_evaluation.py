@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from unitrefine.config import CVConfig
-from unitrefine.data import UnitTable
+from unitrefine.data.dataset import UnitTable
 from unitrefine.errors import UnitRefineError
-from unitrefine.evaluation import choose_holdout, holdout_report, make_plan
+from unitrefine.search.evaluation import choose_holdout, holdout_report, make_plan
 
 
 def table(n_recordings: int = 8, n_units: int = 30, seed: int = 0, p_good: float = 0.3) -> UnitTable:

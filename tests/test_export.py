@@ -1,4 +1,4 @@
-"""Loading model folders (:func:`unitrefine.export.load_model_folder`, :func:`unitrefine.export.load_skops`):
+"""Loading model folders (:func:`unitrefine.export.folder.load_model_folder`, :func:`unitrefine.export.folder.load_skops`):
 damaged files and paths a user may give are clear errors naming the file, and nothing is written or changed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from _tiny_models import fit_model, metrics_frame
 from conftest import write_recording
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.export import INFO_FILE, MODEL_FILE, load_model_folder, load_skops
+from unitrefine.export.folder import INFO_FILE, MODEL_FILE, load_model_folder, load_skops
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""Units already labelled (:mod:`unitrefine.labelled`): every accepted layout, what counts as a label, errors."""
+"""Units already labelled (:mod:`unitrefine.data.labelled`): every accepted layout, what counts as a label, errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from unitrefine.data.labelled import drop_labelled, read_labelled
 from unitrefine.errors import UnitRefineError
-from unitrefine.labelled import drop_labelled, read_labelled
 
 
 def keys(df: pd.DataFrame) -> set[tuple[str, str]]:

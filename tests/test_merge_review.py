@@ -1,4 +1,4 @@
-"""Merging a curator's review into the model's labels (``unitrefine.merge_review``, :mod:`unitrefine.curated`).
+"""Merging a curator's review into the model's labels (``unitrefine.merge_review``, :mod:`unitrefine.apply.curated`).
 
 A real model (fitted on seeded data) predicts with a review queue; the "curator" labels the queued units with
 the seeded truth, in the layouts a lab has (Phy folders, a labels CSV); the merge is checked against that truth.
@@ -19,11 +19,11 @@ import yaml
 from _tiny_models import fit_model, truth, write_unlabelled
 from sklearn.metrics import balanced_accuracy_score
 
+from unitrefine.apply.curated import PHY_GROUPS, merge_review, parse_merge_review_config
+from unitrefine.apply.prediction import parse_predict_config, predict
 from unitrefine.config import CONF_DIR
-from unitrefine.curated import PHY_GROUPS, merge_review, parse_merge_review_config
 from unitrefine.errors import UnitRefineError
-from unitrefine.prediction import parse_predict_config, predict
-from unitrefine.uncertainty import Stage, curated_scores, table_uncertainty
+from unitrefine.model.uncertainty import Stage, curated_scores, table_uncertainty
 
 
 @pytest.fixture(scope="module")

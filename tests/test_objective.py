@@ -12,9 +12,9 @@ import pytest
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import StratifiedKFold
 
-from unitrefine.objective import Objective
-from unitrefine.search_space import parse_search_space
-from unitrefine.study import DUPLICATE_ATTR, first_evaluation
+from unitrefine.search.objective import Objective
+from unitrefine.search.search_space import parse_search_space
+from unitrefine.search.study import DUPLICATE_ATTR, first_evaluation
 
 OVERSAMPLED_FOREST = {
     "imputer": {"median": {}},
@@ -159,7 +159,7 @@ def test_a_repeated_configuration_is_not_fitted_again_whatever_the_earlier_trial
         study.enqueue_trial(params)
     objective = CountingObjective(space, X, y, folds, get_scorer("balanced_accuracy"), seed=0)
     CountingObjective.fits = 0
-    with caplog.at_level(logging.INFO, logger="unitrefine.objective"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.search.objective"):
         study.optimize(objective, n_trials=5)
     states = [(t.number, t.state.name, t.user_attrs.get(DUPLICATE_ATTR)) for t in study.trials]
     assert states == [(0, "PRUNED", None), (1, "COMPLETE", None), (2, "COMPLETE", None), (3, "PRUNED", 1),
@@ -189,7 +189,7 @@ def test_a_unit_limit_fits_each_fold_on_a_stratified_subsample_and_says_so(caplo
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from unitrefine.pipeline import fit_positions
+    from unitrefine.search.pipeline import fit_positions
 
     rng = np.random.default_rng(2)
     n = 600
@@ -214,13 +214,13 @@ def test_a_unit_limit_fits_each_fold_on_a_stratified_subsample_and_says_so(caplo
             out.append(score(model.fit(X.iloc[sub], y[sub]), X.iloc[va], y[va]))
         return out
 
-    with caplog.at_level(logging.INFO, logger="unitrefine.objective"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.search.objective"):
         limited = fold_scores({"logistic_regression": 120})
     np.testing.assert_allclose(limited, expected(120))
     assert not np.allclose(limited, expected(None))
     assert "logistic_regression are fitted on a class-stratified random subsample of 120 of the 400" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="unitrefine.objective"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.search.objective"):
         unlimited = fold_scores({"logistic_regression": 400, "svc": 100})
     np.testing.assert_allclose(unlimited, expected(None))
     assert "subsample" not in caplog.text

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unitrefine.pipeline import UnitLimit, fit_positions, unit_limit
-from unitrefine.search_space import Choice
+from unitrefine.search.pipeline import UnitLimit, fit_positions, unit_limit
+from unitrefine.search.search_space import Choice
 
 
 def spec(**names: str) -> dict[str, Choice]:

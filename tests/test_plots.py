@@ -11,11 +11,11 @@ import pytest
 
 
 def backend_after_import(setup: str, mplbackend: str | None) -> str:
-    """The matplotlib backend in a fresh interpreter that runs ``setup`` and then imports unitrefine.plots."""
+    """The matplotlib backend in a fresh interpreter that runs ``setup`` and then imports unitrefine.export.plots."""
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     if mplbackend is not None:
         env["MPLBACKEND"] = mplbackend
-    code = f"{setup}\nimport matplotlib, unitrefine.plots\nprint(matplotlib.get_backend().lower())"
+    code = f"{setup}\nimport matplotlib, unitrefine.export.plots\nprint(matplotlib.get_backend().lower())"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
@@ -38,7 +38,7 @@ def test_optuna_figures_leave_the_global_style_alone(tmp_path: Path) -> None:
     import matplotlib
     import optuna
 
-    from unitrefine.plots import optimization_history, param_importances
+    from unitrefine.export.plots import optimization_history, param_importances
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -1,4 +1,4 @@
-"""Applying models (:mod:`unitrefine.prediction`, :mod:`unitrefine.predict_io`, :mod:`unitrefine.registry`).
+"""Applying models (:mod:`unitrefine.apply.prediction`, :mod:`unitrefine.apply.predict_io`, :mod:`unitrefine.tracking.registry`).
 
 Real SpikeInterface, skops and MLflow throughout; SpikeInterface's own functions are the reference.
 """
@@ -17,11 +17,11 @@ from conftest import run_predict as run
 from spikeinterface.core import load_sorting_analyzer
 from spikeinterface.curation import model_based_label_units
 
-from unitrefine import analyzers as az
-from unitrefine import si_metrics as sm
+from unitrefine.apply.prediction import parse_predict_config
+from unitrefine.data import analyzers as az
+from unitrefine.data import si_metrics as sm
 from unitrefine.errors import UnitRefineError
-from unitrefine.estimators import TRUSTED_TYPES
-from unitrefine.prediction import parse_predict_config
+from unitrefine.search.estimators import TRUSTED_TYPES
 
 
 def test_analyzer_predictions_match_spikeinterface_with_enforced_metric_params(
@@ -167,7 +167,7 @@ def test_models_with_unreviewed_types_are_refused_unless_trusted_explicitly(tmp_
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
 
-    from unitrefine.export import dump_model, write_json
+    from unitrefine.export.folder import dump_model, write_json
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"snr": rng.uniform(1, 20, 40), "firing_rate": rng.uniform(0.1, 30, 40)})
@@ -190,7 +190,7 @@ def test_models_with_unreviewed_types_are_refused_unless_trusted_explicitly(tmp_
 
 
 def test_registered_models_are_loaded_by_alias_or_version(tmp_path: Path, tiny_recordings) -> None:
-    from unitrefine.training import train
+    from unitrefine.run.training import train
 
     result = train(make_config(tmp_path, tiny_recordings, ["search.n_trials=1", "cv.holdout_recordings=[]"]))
     data = tiny_recordings[0]["metrics"]
@@ -308,7 +308,7 @@ def test_model_may_be_given_as_its_model_file(tmp_path: Path, tiny) -> None:
 
 def test_a_write_that_fails_leaves_nothing_and_names_the_file(tmp_path: Path) -> None:
     """Past the checks (a folder replaced by a file meanwhile): one clear error, no temporary file, no chain."""
-    from unitrefine.predict_io import write_predictions
+    from unitrefine.apply.predict_io import write_predictions
 
     (tmp_path / "gone").write_text("now a file\n")
     before = snapshot(tmp_path)

@@ -3,7 +3,7 @@
 Each case breaks one thing of a valid tiny run (a real MLflow name check, the real file system) and asserts the
 message (the config key, in the user's terms, and what to do) and that the project folder is exactly as before:
 no MLflow store, no study journal, no model folder, no user file moved or renamed. The cases that go through
-:func:`unitrefine.training.train` fail before any work; the others call :func:`unitrefine.preflight.preflight`.
+:func:`unitrefine.run.training.train` fail before any work; the others call :func:`unitrefine.run.preflight.preflight`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from conftest import make_config
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.export import write_model_folder
-from unitrefine.preflight import preflight
-from unitrefine.training import train
+from unitrefine.export.folder import write_model_folder
+from unitrefine.run.preflight import preflight
+from unitrefine.run.training import train
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

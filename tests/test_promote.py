@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from unitrefine.errors import UnitRefineError
 from unitrefine.promote import promote
-from unitrefine.training import train
+from unitrefine.run.training import train
 
 STUMP = {"random_forest": {"n_estimators": 1, "max_depth": 1, "max_features": 1, "bootstrap": False}}
 FOREST = {"random_forest": {"n_estimators": 60, "max_depth": 6}}
@@ -82,9 +82,9 @@ def test_promote_without_challenger_or_evaluation_data_is_a_clear_error(tmp_path
 
 def test_promote_on_an_evaluation_dataset_scores_the_exported_models(tmp_path: Path, tiny_recordings) -> None:
     """With registry.evaluation_dataset, the exported models themselves are scored on it."""
-    from unitrefine.data import load_dataset
-    from unitrefine.evaluation import balanced_accuracy
-    from unitrefine.export import load_model_folder
+    from unitrefine.data.dataset import load_dataset
+    from unitrefine.export.folder import load_model_folder
+    from unitrefine.search.evaluation import balanced_accuracy
 
     train_on = tiny_recordings[:3]
     extra = ["search.n_trials=1", "search.enqueue_defaults=false", "registry.n_bootstrap=100", "search.resume=false"]

@@ -19,9 +19,14 @@ from mlflow.tracking import MlflowClient
 from sklearn.base import clone
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.export import dump_model, load_model_folder
-from unitrefine.recreation import (
-    DataChanged, Recorded, find_record, recorded_config, recreate, reproducibility_warnings,
+from unitrefine.export.folder import dump_model, load_model_folder
+from unitrefine.run.recreation import (
+    DataChanged,
+    Recorded,
+    find_record,
+    recorded_config,
+    recreate,
+    reproducibility_warnings,
 )
 
 N_TRIALS = 4
@@ -40,7 +45,7 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    from unitrefine.training import train
+    from unitrefine.run.training import train
 
     root = tmp_path_factory.mktemp("recorded")
     recordings = [

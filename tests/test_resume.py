@@ -15,11 +15,13 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.report import spec_params
-from unitrefine.resume import check_identity, choose_study
-from unitrefine.search_space import SearchSpace, parse_search_space
-from unitrefine.session import join_study
-from unitrefine.study import (
+from unitrefine.export.report import spec_params
+from unitrefine.run.session import join_study
+from unitrefine.run.training import train
+from unitrefine.run.workers import Worker
+from unitrefine.search.resume import check_identity, choose_study
+from unitrefine.search.search_space import SearchSpace, parse_search_space
+from unitrefine.search.study import (
     DUPLICATE_ATTR,
     IDENTITY,
     MAX_DUPLICATES_IN_A_ROW,
@@ -28,9 +30,7 @@ from unitrefine.study import (
     retry,
     retry_history,
 )
-from unitrefine.tracking import NullTracker
-from unitrefine.training import train
-from unitrefine.workers import Worker
+from unitrefine.tracking.tracker import NullTracker
 
 BASE = ["search.n_jobs=1", "cv.n_splits=3", "search.enqueue_defaults=false", "search.pruner=none"]
 
@@ -148,7 +148,7 @@ def test_a_search_space_smaller_than_the_budget_is_searched_once_then_the_search
 # Which study a run continues: the one started with its configuration, or a fresh one beside the others
 # --------------------------------------------------------------------------------------------------
 
-SEED0 = {"unitrefine.search_space": "s", "unitrefine.data": "d", "unitrefine.cv": "c", "unitrefine.seed": "0"}
+SEED0 = {"unitrefine.search.search_space": "s", "unitrefine.data.dataset": "d", "unitrefine.cv": "c", "unitrefine.seed": "0"}
 
 
 def _new_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[str, str]) -> None:
@@ -167,7 +167,7 @@ def test_a_run_continues_the_study_started_with_its_configuration_or_starts_one_
     assert choose_study(storage, "exp", SEED0, False, "memory") == "exp#2"
 
     seed7 = {**SEED0, "unitrefine.seed": "7"}
-    with caplog.at_level(logging.INFO, logger="unitrefine.resume"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.search.resume"):
         assert choose_study(storage, "exp", seed7, True, "memory") == "exp#2"
     assert ("Study 'exp' (memory) is not continued: its seed differs from this run's. Starting a fresh study "
             "'exp#2' beside it; run again with the configuration 'exp' was started with to continue that one."
@@ -177,8 +177,8 @@ def test_a_run_continues_the_study_started_with_its_configuration_or_starts_one_
     assert choose_study(storage, "exp", seed7, True, "memory") == "exp#2"
     assert choose_study(storage, "exp", SEED0, True, "memory") == "exp"
     caplog.clear()
-    other = {**seed7, "unitrefine.data": "other", "unitrefine.search_space": "other"}
-    with caplog.at_level(logging.INFO, logger="unitrefine.resume"):
+    other = {**seed7, "unitrefine.data.dataset": "other", "unitrefine.search.search_space": "other"}
+    with caplog.at_level(logging.INFO, logger="unitrefine.search.resume"):
         assert choose_study(storage, "exp", other, True, "memory") == "exp#3"
     assert ("its search space and data (searched units, features, labels) differ from this run's. Starting a fresh "
             "study 'exp#3'") in caplog.text

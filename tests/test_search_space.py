@@ -18,9 +18,9 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.estimators import GROUPS
-from unitrefine.pipeline import build_pipeline
-from unitrefine.search_space import Choice, SearchSpace, parse_search_space
+from unitrefine.search.estimators import GROUPS
+from unitrefine.search.pipeline import build_pipeline
+from unitrefine.search.search_space import Choice, SearchSpace, parse_search_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

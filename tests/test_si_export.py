@@ -1,4 +1,4 @@
-"""SpikeInterface's export layout (:mod:`unitrefine.si_export`): a folder with ``quality_metrics.csv``,
+"""SpikeInterface's export layout (:mod:`unitrefine.data.si_export`): a folder with ``quality_metrics.csv``,
 ``template_metrics.csv`` and ``cluster_group.tsv`` is one recording for training, ``predict`` and ``suggest``."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from _tiny_models import fit_model, write_unlabelled
 from conftest import read_predictions, run_predict
 
-from unitrefine.active import parse_suggest_config, suggest
+from unitrefine.apply.active import parse_suggest_config, suggest
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
 
 TASK = TaskConfig(name="three_class", classes=["good", "mua", "noise"],

@@ -1,10 +1,10 @@
-"""What SpikeInterface's metric extensions hold (:mod:`unitrefine.si_metrics`): names, columns, parameters."""
+"""What SpikeInterface's metric extensions hold (:mod:`unitrefine.data.si_metrics`): names, columns, parameters."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from unitrefine import si_metrics as sm
+from unitrefine.data import si_metrics as sm
 
 
 def test_json_normalise_turns_tuples_into_lists_like_a_json_round_trip() -> None:

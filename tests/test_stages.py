@@ -13,9 +13,9 @@ import pytest
 from conftest import make_config
 from mlflow.tracking import MlflowClient
 
-from unitrefine import stages
-from unitrefine.final_model import FinalModel
-from unitrefine.training import train
+from unitrefine.model.final_model import FinalModel
+from unitrefine.run import stages
+from unitrefine.run.training import train
 
 AFTER_SEARCH = ["choose", "refit", "evaluate", "estimate", "write", "track"]
 
@@ -89,7 +89,7 @@ def test_refit_keeps_the_models_it_needs_and_scores_the_estimate(
 
 def _study_of(cfg, data):  # noqa: ANN001, ANN202
     """Run a tiny study in memory with the project's own search objective."""
-    from unitrefine.study import create_study
+    from unitrefine.search.study import create_study
 
     study = create_study("t", cfg.search, cfg.seed)
     searched = stages.searched_study(cfg, data, study)
@@ -128,12 +128,12 @@ def _check_interrupted(proc_returncode: int, stderr: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "patch",
     [
-        "import unitrefine.stages as s\ndef choose(*a, **k): raise KeyboardInterrupt\ns.choose = choose",
-        "import unitrefine.stages as s\ndef estimate(*a, **k): raise KeyboardInterrupt\ns.estimate = estimate",
+        "import unitrefine.run.stages as s\ndef choose(*a, **k): raise KeyboardInterrupt\ns.choose = choose",
+        "import unitrefine.run.stages as s\ndef estimate(*a, **k): raise KeyboardInterrupt\ns.estimate = estimate",
         # Mid-write: the model is in the staging folder, the figures are not.
-        "import unitrefine.report as r\ndef history(*a, **k): raise KeyboardInterrupt\n"
+        "import unitrefine.export.report as r\ndef history(*a, **k): raise KeyboardInterrupt\n"
         "r.plots.optimization_history = history",
-        "import unitrefine.tracking as t\ndef gate(*a, **k): raise KeyboardInterrupt\nt.Tracker.gate = gate",
+        "import unitrefine.tracking.tracker as t\ndef gate(*a, **k): raise KeyboardInterrupt\nt.Tracker.gate = gate",
     ],
     ids=["choose", "estimate", "write", "track"],
 )
@@ -145,7 +145,7 @@ def test_ctrl_c_in_a_stage_after_the_search_exits_130_and_leaves_no_model_folder
 
 def test_a_real_ctrl_c_during_the_refits_ends_at_once(tmp_path: Path) -> None:
     """The refits run on threads: a Ctrl-C must not wait for fits still running (here: a minute long each)."""
-    patch = ("from unitrefine.final_model import FinalModel\n"
+    patch = ("from unitrefine.model.final_model import FinalModel\n"
              "def fit(self, part): time.sleep(60)\nFinalModel.fit = fit")
     log = tmp_path / "stderr.log"
     with log.open("w") as err:

@@ -12,7 +12,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from unitrefine.config import CONF_DIR, SearchConfig, compose_config, validate_config
-from unitrefine.study import (
+from unitrefine.run.training import train
+from unitrefine.search.study import (
     DUPLICATE_ATTR,
     MAX_DUPLICATES_IN_A_ROW,
     TIMEOUT_ATTR,
@@ -24,7 +25,6 @@ from unitrefine.study import (
     stopped_by_timeout,
     trial_counts,
 )
-from unitrefine.training import train
 
 
 @pytest.mark.parametrize("experiment", [None, *sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))])
@@ -39,7 +39,7 @@ def test_a_time_cap_that_ends_the_search_is_recorded_in_the_study_and_warned_abo
     cfg = make_config(tmp_path / "capped", tiny_recordings, [
         "search.n_trials=1000", "search.timeout_s=1.5", "search.n_jobs=2", "tracking.enabled=false", "cv.n_splits=3",
     ])
-    with caplog.at_level(logging.WARNING, logger="unitrefine.workers"):
+    with caplog.at_level(logging.WARNING, logger="unitrefine.run.workers"):
         result = train(cfg)
     assert result is not None
     assert 0 < budget(result.study.trials, 3).counted < 1000

@@ -13,7 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
-from unitrefine.export import INFO_FILE, dump_model, write_json
+from unitrefine.export.folder import INFO_FILE, dump_model, write_json
 
 
 def run_suggest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -83,7 +83,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_file_errors_name_the_file_and_write_nothing(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The outputs are checked as predict checks them: a folder, a path under a file, an input (data, labels,
     the model folder), a damaged model file; relative paths from the working directory."""
-    from unitrefine.active import parse_suggest_config, suggest
+    from unitrefine.apply.active import parse_suggest_config, suggest
     from unitrefine.errors import UnitRefineError
 
     monkeypatch.chdir(workdir)

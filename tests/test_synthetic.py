@@ -1,4 +1,4 @@
-"""Synthetic analyzers (:mod:`unitrefine.synthetic`): labels with signal, seeded, cached, and the whole experiment."""
+"""Synthetic analyzers (:mod:`unitrefine.data.synthetic`): labels with signal, seeded, cached, and the whole experiment."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY_GENERATE
 
 from unitrefine.config import GenerateConfig, compose_config, validate_config
+from unitrefine.data.synthetic import MANIFEST, check_generate, ensure_recordings, make_units
 from unitrefine.errors import UnitRefineError
-from unitrefine.synthetic import MANIFEST, check_generate, ensure_recordings, make_units
 
 TINY = GenerateConfig(**TINY_GENERATE)
 
@@ -65,7 +65,7 @@ def test_a_folder_not_made_by_the_generator_is_never_overwritten(tmp_path: Path)
     folder = tmp_path / "experiments" / "synthetic_v1" / "data" / "syn0"
     folder.mkdir(parents=True)
     (folder / "precious.txt").write_text("mine")
-    with pytest.raises(UnitRefineError, match=r"was not made by unitrefine\.synthetic"):
+    with pytest.raises(UnitRefineError, match=r"was not made by unitrefine's synthetic-data generator"):
         ensure_recordings(cfg.dataset, cfg.root_dir, {"quality_metrics": ["snr"]})
     assert (folder / "precious.txt").read_text() == "mine"
 
@@ -77,8 +77,8 @@ def test_synthetic_v1_from_scratch_beats_090_and_spikeinterface_applies_its_mode
     from spikeinterface.core import load_sorting_analyzer
     from spikeinterface.curation import model_based_label_units
 
-    from unitrefine.estimators import TRUSTED_TYPES
-    from unitrefine.synthetic import write_recording
+    from unitrefine.data.synthetic import write_recording
+    from unitrefine.search.estimators import TRUSTED_TYPES
 
     out = tmp_path / "out"
     proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""Reading the user's tables (:mod:`unitrefine.tables`): silent data problems become a clear error or a warning
+"""Reading the user's tables (:mod:`unitrefine.data.tables`): silent data problems become a clear error or a warning
 naming the file, the column and the units, at training (``load_dataset``) and at prediction (``predict``)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from _tiny_models import fit_model, write_unlabelled
 from conftest import run_predict
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
 
 TASK = TaskConfig(name="sua_vs_all", classes=["other", "good"],

@@ -11,9 +11,9 @@ import pytest
 from conftest import features_for, make_config, overlapping_recordings
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.estimators import TRUSTED_TYPES
-from unitrefine.threshold import tune_threshold
-from unitrefine.training import train
+from unitrefine.model.threshold import tune_threshold
+from unitrefine.run.training import train
+from unitrefine.search.estimators import TRUSTED_TYPES
 
 
 def shifted_scores(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import pytest
 from conftest import make_config
 
 from unitrefine.promote import promote
-from unitrefine.training import train
+from unitrefine.run.training import train
 
 
 def free_port() -> int:
@@ -114,7 +114,7 @@ def test_parent_run_ends_killed_on_an_error_raised_while_handling_ctrl_c(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from unitrefine.tracking import Tracker
+    from unitrefine.tracking.tracker import Tracker
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
@@ -131,11 +131,11 @@ def test_parent_run_ends_killed_on_an_error_raised_while_handling_ctrl_c(
 def test_trial_runs_written_in_the_background_are_all_there_in_order_before_anything_reads_them(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from unitrefine.tracking import Tracker
+    from unitrefine.tracking.tracker import Tracker
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
-    parent = tracker.create_parent("study", {"unitrefine.study": "s"}, {"seed": 1})
+    parent = tracker.create_parent("study", {"unitrefine.search.study": "s"}, {"seed": 1})
     study = finished_trials(12)
     for t in study.trials:
         tracker.log_trial(study, t, {"C": t.params["C"], "classifier": "svc"})
@@ -159,7 +159,7 @@ def test_trial_runs_written_in_the_background_are_all_there_in_order_before_anyt
 
 
 def test_a_failed_background_write_is_raised_to_the_search_and_stops_later_writes() -> None:
-    from unitrefine.tracking import RunWriter, TrialRun
+    from unitrefine.tracking.tracker import RunWriter, TrialRun
 
     written: list[str] = []
 
@@ -204,15 +204,15 @@ def test_a_run_stores_its_model_once_compressed_and_the_registered_version_loads
     from mlflow.tracking import MlflowClient
     from spikeinterface.curation import load_model as si_load_model
 
-    from unitrefine.estimators import TRUSTED_TYPES
-    from unitrefine.export import load_model_folder
-    from unitrefine.prediction import load_model
-    from unitrefine.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+    from unitrefine.apply.prediction import load_model
+    from unitrefine.export.folder import load_model_folder
+    from unitrefine.search.estimators import TRUSTED_TYPES
+    from unitrefine.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", "search.n_jobs=1", "cv.n_splits=3",
                                                   "cv.holdout_recordings=[rec3]", "search.enqueue_defaults=false"],
                       search_space=FOREST_SPACE)
-    with caplog.at_level(logging.INFO, logger="unitrefine.tracking"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.tracking.tracker"):
         result = train(cfg)
     folder = result.model_folder
     n_files = sum(1 for f in folder.rglob("*") if f.is_file())
@@ -260,7 +260,7 @@ def test_a_run_stores_its_model_once_compressed_and_the_registered_version_loads
 def test_an_existing_experiment_without_a_kind_gets_the_model_training_kind(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from unitrefine.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker
+    from unitrefine.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -278,7 +278,7 @@ def test_log_artifacts_keeps_subfolders_and_logs_the_upload(tmp_path: Path, capl
 
     from mlflow.tracking import MlflowClient
 
-    from unitrefine.tracking import Tracker
+    from unitrefine.tracking.tracker import Tracker
 
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
@@ -287,7 +287,7 @@ def test_log_artifacts_keeps_subfolders_and_logs_the_upload(tmp_path: Path, capl
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
     run_id = tracker.create_parent("study", {}, {})
-    with caplog.at_level(logging.INFO, logger="unitrefine.tracking"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.tracking.tracker"):
         tracker.log_artifacts(folder, "model_folder")
     client = MlflowClient(uri)
     assert {f.path for f in client.list_artifacts(run_id, "model_folder")} == {"model_folder/a.txt", "model_folder/sub"}

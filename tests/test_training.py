@@ -11,14 +11,14 @@ import pytest
 from conftest import features_for, make_config, overlapping_recordings
 from mlflow.tracking import MlflowClient
 
-from unitrefine.data import load_dataset
+from unitrefine.data.dataset import load_dataset
 from unitrefine.errors import UnitRefineError
-from unitrefine.estimators import TRUSTED_TYPES
-from unitrefine.evaluation import balanced_accuracy
-from unitrefine.export import load_model_folder
-from unitrefine.final_model import fit_spec
-from unitrefine.report import summary
-from unitrefine.training import train
+from unitrefine.export.folder import load_model_folder
+from unitrefine.export.report import summary
+from unitrefine.model.final_model import fit_spec
+from unitrefine.run.training import train
+from unitrefine.search.estimators import TRUSTED_TYPES
+from unitrefine.search.evaluation import balanced_accuracy
 
 N_TRIALS = 4
 
@@ -219,7 +219,7 @@ def test_ensemble_export_is_one_pipeline_that_spikeinterface_loads(tmp_path: Pat
 def test_a_unit_limit_subsamples_search_and_export_and_is_part_of_the_study_identity(
     tmp_path: Path, tiny_recordings
 ) -> None:
-    from unitrefine.pipeline import fit_positions
+    from unitrefine.search.pipeline import fit_positions
 
     space = {"imputer": {"median": {}}, "scaler": {"standard": {}}, "resampler": {"none": {}},
              "classifier": {"logistic_regression": {"C": 1.0}}}

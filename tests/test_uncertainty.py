@@ -1,4 +1,4 @@
-"""The shared uncertainty ranking (:mod:`unitrefine.uncertainty`): scores, review order, budgets, curated scores."""
+"""The shared uncertainty ranking (:mod:`unitrefine.model.uncertainty`): scores, review order, budgets, curated scores."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from _tiny_models import fit_model, metrics_frame, write_unlabelled
 from sklearn.metrics import balanced_accuracy_score
 
-from unitrefine import active
-from unitrefine import uncertainty as unc
+from unitrefine.apply import active
 from unitrefine.errors import UnitRefineError
-from unitrefine.export import load_model_folder
-from unitrefine.uncertainty import (
+from unitrefine.export.folder import load_model_folder
+from unitrefine.model import uncertainty as unc
+from unitrefine.model.uncertainty import (
     ReviewBudget,
     Stage,
     curated_labels,

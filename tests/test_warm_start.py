@@ -1,4 +1,4 @@
-"""Warm start (:mod:`unitrefine.warm_start`): a previous model's best configurations are the first trials of a
+"""Warm start (:mod:`unitrefine.run.warm_start`): a previous model's best configurations are the first trials of a
 new study, restricted to the current search space. Real Optuna studies, real MLflow registry."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from conftest import make_config
 from mlflow.tracking import MlflowClient
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.search_space import parse_search_space
-from unitrefine.training import train
-from unitrefine.warm_start import WARM_START_ATTR, fit_to_space, previous_configurations, warm_start_trials
+from unitrefine.run.training import train
+from unitrefine.run.warm_start import WARM_START_ATTR, fit_to_space, previous_configurations, warm_start_trials
+from unitrefine.search.search_space import parse_search_space
 
 SPACE = {
     "imputer": {"median": {}, "mean": {}},
@@ -145,9 +145,9 @@ def test_warm_start_from_the_registry(tmp_path: Path, tiny_recordings) -> None:
     assert second.study.trials[0].params == fit_to_space(best, parse_search_space(cfg.search_space))[0]
     client = MlflowClient(uri)
     parent = client.get_run(second.run_id)
-    assert parent.data.tags["unitrefine.warm_start"] == "models:/smoke@challenger"
+    assert parent.data.tags["unitrefine.run.warm_start"] == "models:/smoke@challenger"
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{second.run_id}'")
-    tagged = {r.data.tags["optuna.trial_number"]: r.data.tags.get("unitrefine.warm_start") for r in runs}
+    tagged = {r.data.tags["optuna.trial_number"]: r.data.tags.get("unitrefine.run.warm_start") for r in runs}
     assert tagged["0"] == "models:/smoke@challenger best configuration" and "1" not in tagged
     assert second.study.trials[1].user_attrs["duplicate_of"] == 0  # the default configuration: no second fit
     cfg = make_config(tmp_path, tiny_recordings, [*common, "search.warm_start=models:/smoke@champion", "search.resume=false"])

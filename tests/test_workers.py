@@ -27,11 +27,11 @@ from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileOpenLock
 
 from unitrefine.errors import is_interrupt
-from unitrefine.export import load_model_folder
-from unitrefine.objective import Objective
-from unitrefine.report import TrainResult
-from unitrefine.study import DUPLICATE_ATTR, budget, retry_history
-from unitrefine.training import train
+from unitrefine.export.folder import load_model_folder
+from unitrefine.export.report import TrainResult
+from unitrefine.run.training import train
+from unitrefine.search.objective import Objective
+from unitrefine.search.study import DUPLICATE_ATTR, budget, retry_history
 
 TrialState = optuna.trial.TrialState
 
@@ -137,7 +137,7 @@ def test_three_workers_share_a_journal_file_study(tmp_path: Path) -> None:
     assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the workers did not run side by side"
     runs = check_mlflow(tmp_path, trials)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert parent.info.status == "FINISHED" and parent.data.tags["unitrefine.study"] == "smoke"
+    assert parent.info.status == "FINISHED" and parent.data.tags["unitrefine.search.study"] == "smoke"
     assert sum("nothing to do" in t or "Another worker is exporting" in t or "the last to finish exports" in t
                for t in texts) == 2
 

@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from unitrefine.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
 from unitrefine.config import compose_config, validate_config
-from unitrefine.data import read_table, split_unit_ids
+from unitrefine.data.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
+from unitrefine.data.dataset import read_table, split_unit_ids
 from unitrefine.errors import UnitRefineError
-from unitrefine.training import TrainResult, train
+from unitrefine.run.training import TrainResult, train
 
 MODES = ("csv", "analyzers")
 #: SpikeInterface's ``search_kwargs`` -> our settings.

@@ -51,7 +51,7 @@ class ComputeConfig:
 
 @dataclass
 class GenerateConfig:
-    """Synthetic analyzers made with SpikeInterface's ground-truth generator (``unitrefine.synthetic``)."""
+    """Synthetic analyzers made with SpikeInterface's ground-truth generator (``unitrefine.data.synthetic``)."""
 
     seed: int = 0
     duration_s: float = 60.0
@@ -131,7 +131,7 @@ class SearchConfig:
     timeout_s: Optional[float] = None
     n_jobs: int = 1
     storage: Optional[str] = None
-    resume: Any = True  # True, False or "strict" (unitrefine.resume)
+    resume: Any = True  # True, False or "strict" (unitrefine.search.resume)
     heartbeat_s: int = 10
     grace_period_s: int = 30
     max_retries: int = 3
@@ -313,8 +313,6 @@ def _check_values(cfg: TrainConfig) -> None:
         problems.append(f"search.warm_start_trials must be >= 1 (got {cfg.search.warm_start_trials})")
     problems += _unit_limit_problems(cfg.search.unit_limits)
     if cfg.search.storage is not None:
-        from unitrefine.storage import storage_kind
-
         try:
             storage_kind(cfg.search.storage)
         except UnitRefineError as exc:
@@ -351,6 +349,30 @@ def _check_values(cfg: TrainConfig) -> None:
         raise UnitRefineError("Invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+STUDY_RDB_SCHEMES = ("sqlite", "postgresql")  # search.storage URLs of a database
+
+
+def storage_kind(spec: str) -> str:
+    """``memory``, ``journal`` or ``rdb`` for a ``search.storage`` value.
+
+    Raises
+    ------
+    UnitRefineError
+        If the value is none of the supported forms.
+    """
+    if spec == "memory":
+        return "memory"
+    if spec.endswith(".journal"):
+        return "journal"
+    scheme = spec.split("://", 1)[0].split("+", 1)[0] if "://" in spec else ""
+    if scheme in STUDY_RDB_SCHEMES:
+        return "rdb"
+    raise UnitRefineError(
+        f"search.storage='{spec}' is not supported. Use 'memory', a file path ending in '.journal' (one host), "
+        "'sqlite:///path/study.db' or 'postgresql://user:password@host:5432/database' (several hosts)."
+    )
+
+
 def _not_one_of(key: str, value: Any, choices: tuple[Any, ...]) -> str:
     """``<key> must be one of: a, b, null (got 'x'; did you mean a?)`` when ``value`` is not a choice, else ``""``."""
     if any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):  # 1 is not True
@@ -362,7 +384,7 @@ def _not_one_of(key: str, value: Any, choices: tuple[Any, ...]) -> str:
 
 def _unit_limit_problems(limits: dict[str, Optional[int]]) -> list[str]:
     """``search.unit_limits`` must name allowlisted components and give each null or at least MIN_UNIT_LIMIT units."""
-    from unitrefine.estimators import REGISTRY  # sklearn: only when a training config is validated
+    from unitrefine.search.estimators import REGISTRY  # sklearn: only when a training config is validated
 
     names = {name for group in REGISTRY.values() for name, c in group.items() if c.build is not None}
     problems = [

@@ -2,7 +2,7 @@
 
 The final curated labels: the curator's where they reviewed a unit, the model's elsewhere (``label_source``),
 and how often the model agreed with the reviewed units. Options are in ``conf/merge_review.yaml``; the logic
-is :mod:`unitrefine.curated`.
+is :mod:`unitrefine.apply.curated`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="merge_review")
 def _hydra_main(cfg: DictConfig) -> None:
     """Validate the options and merge; user errors end with a message and exit status 2."""
-    from unitrefine.curated import merge_review, parse_merge_review_config
+    from unitrefine.apply.curated import merge_review, parse_merge_review_config
 
     with command_exits():
         merge_review(parse_merge_review_config(cfg))

@@ -30,7 +30,7 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
     """Validate the options and predict; user errors end with a message and exit status 2."""
-    from unitrefine.prediction import parse_predict_config, predict
+    from unitrefine.apply.prediction import parse_predict_config, predict
 
     with command_exits():
         predict(parse_predict_config(cfg))

@@ -14,7 +14,6 @@ from unitrefine.process import prepare_command_process
 
 prepare_command_process()
 
-import datetime as dt  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -30,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from unitrefine.cli import run_command  # noqa: E402
 from unitrefine.config import CONF_DIR, TrainConfig, validate_config  # noqa: E402
 from unitrefine.errors import UnitRefineError  # noqa: E402
-from unitrefine.model_info import read_model_info  # noqa: E402
+from unitrefine.export.model_info import read_model_info  # noqa: E402
 
 log = logging.getLogger("unitrefine.promote")
 
@@ -56,7 +55,7 @@ def bootstrap_delta(
 
     Pass unit indices as ``groups`` to resample units, recording ids to resample whole recordings.
     """
-    from unitrefine.evaluation import balanced_accuracy
+    from unitrefine.search.evaluation import balanced_accuracy
 
     rng = np.random.default_rng(seed)
     ids = np.unique(groups)
@@ -69,19 +68,14 @@ def bootstrap_delta(
     return float(low), float(high)
 
 
-def _download(tracker: Any, name: str, version: str, workdir: Path) -> Path:
-    run_id = tracker.client.get_model_version(name, version).run_id
-    return tracker.download_model_folder(run_id, workdir / f"v{version}")
-
-
 def _info(folder: Path) -> dict[str, Any]:
     return read_model_info(folder)
 
 
 def _on_dataset(cfg: TrainConfig, folder: Path, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true class, predicted class, recording) of a version's exported model on ``registry.evaluation_dataset``."""
-    from unitrefine.data import load_dataset
-    from unitrefine.export import load_model_folder
+    from unitrefine.data.dataset import load_dataset
+    from unitrefine.export.folder import load_model_folder
 
     assert cfg.registry.evaluation_dataset is not None
     table = load_dataset(cfg.registry.evaluation_dataset, cfg.task, cfg.root_dir)
@@ -145,19 +139,13 @@ def promote(cfg: TrainConfig, force: bool = False) -> Decision:
     UnitRefineError
         No challenger; models whose features or labels differ; no evaluation data.
     """
-    from mlflow.exceptions import MlflowException
-
-    from unitrefine.evaluation import balanced_accuracy
-    from unitrefine.tracking import Tracker, default_tracking_uri
+    from unitrefine.search.evaluation import balanced_accuracy
+    from unitrefine.tracking.promotion import alias_versions, download_version
+    from unitrefine.tracking.tracker import Tracker, default_tracking_uri
 
     name = cfg.tracking.model_name or cfg.experiment_name
     tracker = Tracker(cfg.tracking.uri or default_tracking_uri(cfg.root_dir), cfg.experiment_name, None)
-    aliases: dict[str, str | None] = {}
-    for alias in ("challenger", "champion"):
-        try:
-            aliases[alias] = str(tracker.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            aliases[alias] = None
+    aliases = alias_versions(tracker, name, ("challenger", "champion"))
     challenger, champion = aliases["challenger"], aliases["champion"]
     if challenger is None:
         raise UnitRefineError(
@@ -169,9 +157,9 @@ def promote(cfg: TrainConfig, force: bool = False) -> Decision:
         return Decision(False, "already champion", champion, challenger, None, float("nan"), None, None)
 
     with tempfile.TemporaryDirectory(prefix="unitrefine-promote-") as tmp:
-        folders = {"challenger": _download(tracker, name, challenger, Path(tmp))}
+        folders = {"challenger": download_version(tracker, name, challenger, Path(tmp))}
         if champion is not None:
-            folders["champion"] = _download(tracker, name, champion, Path(tmp))
+            folders["champion"] = download_version(tracker, name, champion, Path(tmp))
             infos = {w: _info(f) for w, f in folders.items()}
             for key, what in (("features", "feature sets"), ("label_conversion", "label sets")):
                 if infos["champion"][key] != infos["challenger"][key]:
@@ -207,7 +195,7 @@ def promote(cfg: TrainConfig, force: bool = False) -> Decision:
 
 def _record(tracker: Any, cfg: TrainConfig, name: str, d: Decision, n_units: int, recordings: list[str]) -> None:
     """Log the comparison as an MLflow run; move the alias and tag both versions."""
-    import mlflow
+    from unitrefine.tracking.promotion import record_decision
 
     tags = {
         "unitrefine.promotion": "promoted" if d.promoted else "rejected",
@@ -218,19 +206,17 @@ def _record(tracker: Any, cfg: TrainConfig, name: str, d: Decision, n_units: int
     }
     metrics = {"challenger_balanced_accuracy": d.challenger_score, "n_units": float(n_units)}
     if d.champion_score is not None and d.delta is not None and d.ci is not None:
-        metrics.update(champion_balanced_accuracy=d.champion_score, delta=d.delta, delta_ci_low=d.ci[0], delta_ci_high=d.ci[1])
-    with mlflow.start_run(experiment_id=tracker.experiment_id, run_name=f"promote-{dt.datetime.now():%Y%m%d-%H%M%S}", tags=tags):
-        mlflow.log_metrics(metrics)
-    client = tracker.client
+        metrics.update(champion_balanced_accuracy=d.champion_score, delta=d.delta, delta_ci_low=d.ci[0],
+                       delta_ci_high=d.ci[1])
     decision = "promoted" if d.promoted else "rejected"
-    client.set_model_version_tag(name, d.challenger, "promotion.decision", f"{decision}: {d.reason}")
-    client.set_model_version_tag(name, d.challenger, "promotion.previous_champion", d.champion or "none")
+    challenger_tags = {"promotion.decision": f"{decision}: {d.reason}",
+                       "promotion.previous_champion": d.champion or "none"}
     if d.delta is not None:
-        client.set_model_version_tag(name, d.challenger, "promotion.delta", f"{d.delta:+.4f}")
-    if d.promoted:
-        client.set_registered_model_alias(name, "champion", d.challenger)
-        if d.champion is not None:
-            client.set_model_version_tag(name, d.champion, "promotion.replaced_by", d.challenger)
+        challenger_tags["promotion.delta"] = f"{d.delta:+.4f}"
+    version_tags = {d.challenger: challenger_tags}
+    if d.promoted and d.champion is not None:
+        version_tags[d.champion] = {"promotion.replaced_by": d.challenger}
+    record_decision(tracker, name, tags, metrics, version_tags, d.challenger if d.promoted else None)
     ci = f" (95 % CI of the difference {d.ci[0]:+.4f} .. {d.ci[1]:+.4f})" if d.ci else ""
     log.info(
         "%s: challenger v%s %.4f vs champion %s %s%s -> %s. models:/%s@champion is v%s.",

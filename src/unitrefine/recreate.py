@@ -1,7 +1,7 @@
 """Command line: ``python -m unitrefine.recreate source=<folder | run id | models:/name@alias> [output=<folder>]``.
 
 Re-trains a recorded model from its recorded configuration and checks it against the record (see
-:mod:`unitrefine.recreation`). Exit status: 0 identical, 3 the re-created model differs, 4 refused because the
+:mod:`unitrefine.run.recreation`). Exit status: 0 identical, 3 the re-created model differs, 4 refused because the
 data changed (nothing trained), 2 any other user error. Options are in ``conf/recreate.yaml``.
 """
 
@@ -24,7 +24,7 @@ from unitrefine.errors import command_exits  # noqa: E402
 log = logging.getLogger("unitrefine")
 
 #: Exit status when the re-created model differs from the recorded one (4: the data changed,
-#: :class:`unitrefine.recreation.DataChanged`).
+#: :class:`unitrefine.run.recreation.DataChanged`).
 EXIT_DIFFERS = 3
 
 
@@ -38,7 +38,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     """Validate the options, re-create and compare; exit 0 (identical), 3 (differs), 4 (data changed) or 2."""
     import optuna
 
-    from unitrefine.recreation import parse_recreate_config, recreate
+    from unitrefine.run.recreation import parse_recreate_config, recreate
 
     # The progress bar and our log report each trial (as in unitrefine.train).
     optuna.logging.set_verbosity(optuna.logging.ERROR)

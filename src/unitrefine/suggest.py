@@ -1,7 +1,7 @@
 """Command line: ``python -m unitrefine.suggest model=<folder | models:/name@alias> data=<...> n=<k> output=<csv>``.
 
 Ranks the units a curator should label next (uncertainty sampling, spread across recordings). Options are
-in ``conf/suggest.yaml``; the logic is :mod:`unitrefine.active`.
+in ``conf/suggest.yaml``; the logic is :mod:`unitrefine.apply.active`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="suggest")
 def _hydra_main(cfg: DictConfig) -> None:
     """Validate the options and suggest; user errors end with a message and exit status 2."""
-    from unitrefine.active import parse_suggest_config, suggest
+    from unitrefine.apply.active import parse_suggest_config, suggest
 
     with command_exits():
         suggest(parse_suggest_config(cfg))

@@ -38,7 +38,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     import optuna
 
-    from unitrefine.training import train
+    from unitrefine.run.training import train
 
     # The progress bar, our log and MLflow report each trial (Optuna would add a traceback for a Ctrl-C).
     optuna.logging.set_verbosity(optuna.logging.ERROR)

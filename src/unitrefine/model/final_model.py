@@ -1,0 +1,172 @@
+"""The model to export once the search is over: the best trial or an ensemble, with its threshold or calibration."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
+
+from unitrefine.config import TrainConfig
+from unitrefine.data.dataset import UnitTable
+from unitrefine.model.ensemble import Selection, select_ensemble
+from unitrefine.model.threshold import Threshold, tune_threshold, with_threshold
+from unitrefine.search.evaluation import make_folds
+from unitrefine.search.objective import Objective
+from unitrefine.search.pipeline import build_pipeline, export_pipeline, fit_positions, soft_vote, unit_limit
+from unitrefine.search.search_space import PipelineSpec, SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+def limited(table: UnitTable, specs: list[PipelineSpec], limits: Mapping[str, int | None], seed: int) -> UnitTable:
+    """``table``, or the class-stratified random subsample of it that pipelines of ``specs`` are fitted on
+    (the smallest ``search.unit_limits`` among their components), as in the search's CV folds."""
+    found = [lim for spec in specs if (lim := unit_limit(spec, limits)) is not None]
+    if not found or len(table) <= min(lim.units for lim in found):
+        return table
+    limit = min(found, key=lambda lim: lim.units)
+    log.info("Fitting %s on a class-stratified random subsample of %d of %d units (search.unit_limits).",
+             " and ".join(limit.components), limit.units, len(table))
+    return table.subset(fit_positions(table.y, limit.units, seed))
+
+
+def fit_spec(spec: PipelineSpec, table: UnitTable, seed: int, limits: Mapping[str, int | None] | None = None) -> Any:
+    """Fit the imbalanced-learn pipeline of ``spec`` on ``table`` (within ``limits``), one thread."""
+    part = limited(table, [spec], limits or {}, seed)
+    with threadpool_limits(limits=1):
+        return build_pipeline(spec, seed).fit(part.X, part.y)
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """How to build the exported model on any part of the data.
+
+    Attributes
+    ----------
+    specs, weights : dict
+        Trial number -> pipeline and -> soft-voting weight (one entry: the single best trial).
+    selection : Selection or None
+        The ensemble selection that chose them (None when ensembles are off).
+    threshold : Threshold or None
+        The tuned decision threshold of a binary task.
+    cfg : TrainConfig
+        Seed, CV settings and calibration method.
+    """
+
+    specs: dict[int, PipelineSpec]
+    weights: dict[int, int]
+    selection: Selection | None
+    threshold: Threshold | None
+    cfg: TrainConfig
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether several trials vote."""
+        return len(self.weights) > 1
+
+    def fit(self, part: UnitTable) -> Pipeline:
+        """Fit on ``part``: a plain scikit-learn ``Pipeline`` whose ``feature_names_in_`` are the metric names."""
+        seed = self.cfg.seed
+        if self.cfg.calibration.method is not None:
+            return self._calibrated(part)
+        limits = self.cfg.search.unit_limits
+        fitted = [(f"trial_{n}", export_pipeline(fit_spec(self.specs[n], part, seed, limits))) for n in self.weights]
+        model = fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(self.weights.values()), part.X, part.y)
+        return model if self.threshold is None else with_threshold(model, self.threshold.value, part.X, part.y)
+
+    def _calibrated(self, part: UnitTable) -> Pipeline:
+        """Refit inside ``CalibratedClassifierCV`` on CV folds of ``part`` (grouped by recording when possible):
+        each fold's model is fitted on the other folds and the calibrator on its predictions. Within
+        ``search.unit_limits``, on a subsample of ``part``."""
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.ensemble import VotingClassifier
+
+        part = limited(part, list(self.specs.values()), self.cfg.search.unit_limits, self.cfg.seed)
+
+        pipes = [(f"trial_{n}", build_pipeline(self.specs[n], self.cfg.seed)) for n in self.weights]
+        model = pipes[0][1] if len(pipes) == 1 else VotingClassifier(pipes, voting="soft", weights=list(self.weights.values()))
+        folds, _ = make_folds(part, self.cfg.cv, self.cfg.seed)
+        calibrated = CalibratedClassifierCV(model, method=self.cfg.calibration.method, cv=folds, ensemble=False)
+        with threadpool_limits(limits=1):
+            return Pipeline([("calibrated", calibrated.fit(part.X, part.y))])
+
+    def describe(self, spec_params: Any) -> dict[str, Any]:
+        """``ensemble`` and ``threshold`` entries of ``model_info.json``."""
+        return {
+            "ensemble": None if not self.is_ensemble else [
+                {"trial": n, "weight": w, "configuration": spec_params(self.specs[n])} for n, w in self.weights.items()
+            ],
+            "threshold": None if self.threshold is None else asdict(self.threshold),
+            "calibration": self.cfg.calibration.method,
+        }
+
+
+def member(model: Pipeline, trial: int) -> Pipeline | None:
+    """The fitted pipeline of ``trial`` inside an exported ensemble (through its threshold), or None.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        What :meth:`FinalModel.fit` returned.
+    trial : int
+        A trial number.
+    """
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    est: Any = model
+    while True:
+        if isinstance(est, Pipeline) and len(est.steps) == 1 and est.steps[0][0] in ("thresholded", "ensemble"):
+            est = est.steps[0][1]
+        elif isinstance(est, (FixedThresholdClassifier, FrozenEstimator)):
+            est = est.estimator
+        else:
+            break
+    if not isinstance(est, VotingClassifier):
+        return None
+    found = est.named_estimators_.get(f"trial_{trial}")
+    return None if found is None else found.estimator
+
+
+def prepare_candidates(cfg: TrainConfig, study: optuna.Study, objective: Objective) -> None:
+    """Give the ``ensemble.candidates`` best completed trials out-of-fold predictions in ``objective``.
+
+    Trials run by other workers, or before a resume, were scored in another process: their predictions are
+    recomputed (same folds, same seed) so that :func:`choose_final_model` can choose among them.
+    """
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    objective.ensure_oof(sorted(complete, key=lambda t: (-t.value, t.number))[: max(cfg.ensemble.candidates, 1)])
+
+
+def choose_final_model(
+    cfg: TrainConfig, study: optuna.Study, space: SearchSpace, objective: Objective, part: UnitTable
+) -> FinalModel:
+    """Pick the members (best trial, or an ensemble chosen out of fold) and tune the threshold out of fold."""
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial
+    selection = None
+    if cfg.ensemble.rounds > 0:
+        ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
+        selection = select_ensemble(objective.oof, part.y, [t.number for t in ranked[: cfg.ensemble.candidates]],
+                                    cfg.ensemble.rounds, cfg.ensemble.max_members)
+        if selection.is_ensemble:
+            log.info("Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",
+                     selection.weights, selection.score, selection.single_trial, selection.single_score)
+        else:
+            log.info("No ensemble beats the best single trial out of fold (%.4f): exporting one model.", selection.score)
+    weights = selection.weights if selection is not None and selection.is_ensemble else {best.number: 1}
+    threshold = None
+    if cfg.threshold.tune:
+        proba = sum(w * objective.oof[n] for n, w in weights.items()) / sum(weights.values())
+        threshold = tune_threshold(part.y, proba[:, 1], cfg.threshold.objective, cfg.threshold.target_precision)
+        log.info("Decision threshold %.3f on P(%s): out-of-fold balanced accuracy %.4f (at 0.5: %.4f), precision %.4f.",
+                 threshold.value, part.classes[1], threshold.oof_balanced_accuracy,
+                 threshold.oof_balanced_accuracy_at_half, threshold.oof_precision)
+    specs = {n: space.spec_from_params(study.trials[n].params) for n in weights}
+    return FinalModel(specs=specs, weights=weights, selection=selection, threshold=threshold, cfg=cfg)

@@ -1,0 +1,138 @@
+"""Join a study: open its storage, create or resume it (identity checked) and its shared MLflow parent run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from unitrefine.config import TrainConfig
+from unitrefine.run.warm_start import QueuedTrial
+from unitrefine.search.resume import check_identity, choose_study
+from unitrefine.search.storage import StudyStorage, default_storage, open_storage
+from unitrefine.search.study import EXPORTED_ATTR, RUN_ATTR, WARM_START_ATTR, budget, create_study
+from unitrefine.tracking.tracker import NullTracker, Tracker, default_tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """A worker's handle on its study.
+
+    Attributes
+    ----------
+    study : optuna.Study
+    store : StudyStorage
+    tracker : Tracker or NullTracker
+        Attached to the study's MLflow parent run.
+    run_id : str
+        The parent run ("" when tracking is off).
+    experiment : str
+        The experiment (the study lock is per experiment).
+    """
+
+    study: optuna.Study
+    store: StudyStorage
+    tracker: Tracker | NullTracker
+    run_id: str
+    experiment: str
+
+
+def join_study(
+    cfg: TrainConfig,
+    identity: Mapping[str, str],
+    queued: Sequence[QueuedTrial],
+    make_tracker: Callable[[], Tracker | NullTracker],
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+) -> Session:
+    """Open the storage, then create or resume the experiment's study and its MLflow parent run.
+
+    Everything happens under the study lock, so concurrent workers on a fresh storage neither race on
+    creating the schema, the study, the MLflow store or the parent run, nor see a half-made study.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``search`` (storage, resume, budget), ``tracking``, ``experiment_name``, ``seed``.
+    identity : mapping
+        :func:`unitrefine.search.study.study_identity` of this configuration: the experiment's study started with it is
+        continued, or a fresh one started beside the others (:func:`unitrefine.search.resume.choose_study`).
+    queued : sequence of QueuedTrial
+        Trials queued first in a new study, in order (``search.warm_start``, then ``search.enqueue_defaults``:
+        :func:`unitrefine.run.warm_start.queued_trials`); at most ``search.n_trials`` of them.
+    make_tracker : callable
+        Creates the MLflow tracker (called under the lock: it may create the MLflow store).
+    run_name, tags, params
+        Name, tags and parameters of a new parent run.
+
+    Raises
+    ------
+    UnitRefineError
+        If the storage cannot be opened, or (``search.resume=strict``) no study of the experiment was started with
+        this configuration.
+    """
+    spec = cfg.search.storage or default_storage(
+        cfg.tracking.enabled, cfg.tracking.uri or default_tracking_uri(cfg.root_dir), cfg.root_dir, cfg.experiment_name
+    )
+    store = open_storage(cfg.search, spec, cfg.resolve_path)
+    try:
+        with store.study_lock(cfg.experiment_name):
+            # Retraining with new labels from a previous model (search.warm_start) is a study of other data: a
+            # fresh study beside the one it learns from.
+            name = choose_study(store.storage, cfg.experiment_name, identity, cfg.search.resume, store.label)
+            study = create_study(name, cfg.search, cfg.seed, store.storage)
+            if check_identity(study, identity, store.label):
+                for q in list(queued)[: cfg.search.n_trials] if not study.get_trials(deepcopy=False) else []:
+                    study.enqueue_trial(dict(q.params), user_attrs=dict(q.user_attrs) or None)
+                log.info("Study '%s' created in %s.", name, store.label)
+            else:
+                # Every worker seeds its sampler with the same seed: those joining an existing study (other
+                # workers, resumed runs) would replay the creator's random draws and run trials twice.
+                study.sampler.reseed_rng()
+                if cfg.search.warm_start:
+                    log.info("search.warm_start applies to new studies only: resuming '%s' as it is.", name)
+                b = budget(study.get_trials(deepcopy=False), cfg.search.max_retries)
+                log.info(
+                    "Resuming study '%s' in %s: %d of %d trials finished, %d running elsewhere.",
+                    name, store.label, b.counted, cfg.search.n_trials, b.running,
+                )
+            tracker = make_tracker()
+            run_id = _parent_run(study, tracker, cfg.search.n_trials, cfg.search.max_retries, run_name,
+                                 {**tags, "unitrefine.search.study": name, "unitrefine.study_storage": store.label,
+                                  **({WARM_START_ATTR: cfg.search.warm_start} if cfg.search.warm_start else {})},
+                                 params)
+    except BaseException:
+        store.close()
+        raise
+    return Session(study, store, tracker, run_id, cfg.experiment_name)
+
+
+def _parent_run(
+    study: optuna.Study,
+    tracker: Tracker | NullTracker,
+    n_trials: int,
+    max_retries: int,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+) -> str:
+    """The study's shared MLflow parent run: the recorded one, or a new one (first worker, or more trials
+    after an export, whose results then go to a run of their own)."""
+    if isinstance(tracker, NullTracker):
+        return ""
+    run_id = study.user_attrs.get(RUN_ATTR)
+    exported = study.user_attrs.get(EXPORTED_ATTR) or {}
+    b = budget(study.get_trials(deepcopy=False), max_retries)
+    extending = exported.get("run_id") == run_id and b.counted < n_trials and not b.exhausted
+    if run_id and not extending and tracker.attach(run_id):
+        return str(run_id)
+    tags = {**tags, **({"unitrefine.previous_run": str(run_id)} if run_id else {})}
+    run_id = tracker.create_parent(run_name, tags, params)
+    study.set_user_attr(RUN_ATTR, run_id)
+    return run_id

@@ -1,0 +1,1 @@
+"""The search: estimator allowlist, search space, pipelines, cross-validation, objective, Optuna study and its storage."""

@@ -1,0 +1,1 @@
+"""MLflow: runs, nested trials, artifacts and the Model Registry."""
