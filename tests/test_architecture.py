@@ -56,3 +56,14 @@ def test_a_forbidden_import_breaks_its_contract(copy: Path, module: str, line: s
         path.write_text(original, encoding="utf-8")
     assert proc.returncode != 0
     assert f"{broken}" in proc.stdout and "BROKEN" in proc.stdout.split(broken, 1)[1].splitlines()[0]
+
+
+def test_the_names_users_import_come_from_the_top_level_package() -> None:
+    import unitrefine
+    from unitrefine.api import train_model
+    from unitrefine.export.folder import load_model_folder
+    from unitrefine.search.estimators import TRUSTED_TYPES
+
+    assert (unitrefine.train_model, unitrefine.load_model_folder, unitrefine.TRUSTED_TYPES) == (
+        train_model, load_model_folder, TRUSTED_TYPES)
+    assert set(unitrefine.__all__) == {"TRUSTED_TYPES", "UnitRefineError", "load_model_folder", "train_model"}
