@@ -9,24 +9,26 @@ threshold) is fitted on them. On the left-out mouse a person reviews a share of 
 labels (the curators') replace the model's on those units. Which units are reviewed is decided by a ranking:
 
 * ``margin``: the model's uncertainty around its own decision (threshold-centred for binary models, top two
-  classes for 3-class); what ``predict review=`` uses today;
+  classes for 3-class); what ``predict review=`` used before the calibrated ranking, and still uses for
+  models without a calibration;
 * ``weighted``: the same centred probabilities, as the expected balanced-accuracy gain of a review: the chance
   that the model's label is wrong, each other class weighted by one over the number of units the model gives
   it (an error in a rare class costs more balanced accuracy);
 * ``disagreement``: the average KL divergence of a committee (the study's five best distinct trials, each
   fitted on the same mice) from its consensus;
 * ``calibrated``: ``weighted`` on probabilities calibrated by isotonic regression on out-of-animal
-  predictions (each training mouse predicted by a refit without it);
+  predictions (each training mouse predicted by a refit without it); what ``predict review=`` uses
+  (:func:`unitrefine.model.uncertainty.review_scores`);
 * ``conformal``: class-conditional conformal p-values calibrated on the same out-of-animal predictions; a
   unit is doubtful when a class other than the model's has a high p-value;
 * ``random``: units drawn at random (the mean of 50 draws; of 2 where the model is retrained).
 
 Each is scored three ways over the left-out mouse: the curated recording (reviewed units carry the person's
 label, the rest the model's), the same after retraining the model on its training mice plus the reviewed units
-(the rest relabelled by the retrained model), and the model alone on the units nobody reviewed (its own skill,
-not the person's). Per split the scores are cached as JSON under ``benchmarks/results/review_budget/`` (delete
-one to re-measure); the tables go to ``benchmarks/results/review_budget.md``, the plot to
-``benchmarks/results/review_budget.png``.
+(the rest relabelled by the retrained model; for ``margin``, ``calibrated`` and random review), and the model
+alone on the units nobody reviewed (its own skill, not the person's). Per split the scores are cached as JSON
+under ``benchmarks/results/review_budget/`` (delete one to re-measure); the tables go to
+``benchmarks/results/review_budget.md``, the plot to ``benchmarks/results/review_budget.png``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ CELLS = RESULTS / "review_budget"
 CACHE = Path(__file__).resolve().parent / ".cache" / "review_budget"  # raw predictions, not committed
 BUDGETS = (0.0, 0.05, 0.10, 0.20, 0.30)
 RANKINGS = ("margin", "weighted", "disagreement", "calibrated", "conformal", "random")
+RETRAINED = ("margin", "calibrated")  # the rankings also measured with a retrained model (and random review)
 COMMITTEE = 5
 RANDOM_DRAWS, RANDOM_RETRAIN_DRAWS = 50, 2
 TARGETS = {"sua_vs_all": (0.90, 2.0), "noise_vs_neural": (0.90, 2.0), "three_class": (0.83, 1.5)}
@@ -286,9 +289,10 @@ def score_rankings(cfg: Any, final: Any, train: Any, held: Any, pred: dict[str, 
     orders = {name: review_order(scores[name]) for name in RANKINGS[:-1]}
     rng = np.random.default_rng(cfg.seed)
     draws = [rng.permutation(len(held)) for _ in range(RANDOM_DRAWS)]
-    jobs = list(orders.values()) + draws[:RANDOM_RETRAIN_DRAWS]
-    done = parallel_map(lambda order: scores_for(held, predicted, order, BUDGETS, retrain_with), jobs,
-                        cfg.search.n_jobs, "rankings", unit="ranking")
+    jobs = [(order, name in RETRAINED) for name, order in orders.items()]
+    jobs += [(d, True) for d in draws[:RANDOM_RETRAIN_DRAWS]]
+    done = parallel_map(lambda job: scores_for(held, predicted, job[0], BUDGETS, retrain_with if job[1] else None),
+                        jobs, cfg.search.n_jobs, "rankings", unit="ranking")
     results: dict[str, Any] = dict(zip(orders, done))
     rand = [scores_for(held, predicted, d, BUDGETS, None) for d in draws]
     results["random"] = {
