@@ -11,7 +11,7 @@ The smoke experiment is trained into a temporary SQLite store (``python -m unitr
 opens the experiment three ways:
 
 1. the plain experiment address, as a person who clicks the experiment in the experiment list gets it;
-2. the address :func:`unitrefine.tracking.tracker.runs_page` gives (the README's link);
+2. the address :func:`unitrefine.tracking.runs_view.runs_page` gives (the README's link);
 3. the plain address, then the UI's "Model training" switch, then *Views* -> ``unitrefine: cv_score``, then the plain
    address again (the switch is remembered by the browser).
 
@@ -197,7 +197,7 @@ def check_ui(base: str, experiment_id: str, chromium: str, screenshot: Path | No
     """Open the experiment in headless Chromium the three ways the module docstring lists."""
     from playwright.sync_api import sync_playwright
 
-    from unitrefine.tracking.tracker import RUNS_VIEW_NAME, runs_page
+    from unitrefine.tracking.runs_view import RUNS_VIEW_NAME, runs_page
 
     check = UiCheck()
     plain = f"{base}/#/experiments/{experiment_id}"

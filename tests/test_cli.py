@@ -81,9 +81,16 @@ def run_command(command: str, *args: str, cwd: Path) -> subprocess.CompletedProc
           "cv.holdout_recordings=[mouse2a_imec0]"]),
         ("train", ["+experiment=smoke", "registry.evaluation_dataset=abc"],
          ["Invalid configuration at key 'registry.evaluation_dataset'", "got 'abc'"]),
+        # a key that no longer exists, and a scorer the run cannot honour
+        ("train", ["+experiment=smoke", "task.positive_class=good"],
+         ["at key 'task.positive_class'", "it no longer exists", "the second of task.classes"]),
+        ("train", ["+experiment=smoke", "cv.scoring=f1_macro"],
+         ["cv.scoring must be balanced_accuracy (got 'f1_macro')", "another scorer is not supported"]),
         # the other commands' options
         ("predict", ["modle=m", "data=d.csv", "output=o.csv"],
          ["at key 'modle'", "predict has no such option (did you mean model?)"]),
+        ("suggest", ["model=m", "data=d.csv", "output=o.csv", "labels=[a,b]"],
+         ["Invalid suggest option(s): labels: expected a single value or null, got [a, b]"]),
         ("promote", ["+experiment=smoke", "registry.margn=0.1"], ["did you mean registry.margin?"]),
     ],
 )
@@ -133,7 +140,9 @@ def test_an_option_of_the_wrong_type_is_named_with_what_is_expected() -> None:
     assert str(info.value) == ("Invalid predict option(s): n_jobs: expected a whole number, got 'abc'; overwrite: "
                                "expected true or false, got 'perhaps'. See python -m unitrefine.predict --help.")
     given.update(n_jobs=2, overwrite="true", model=["noise", "sua"])  # text, lists, free-form: the command's
-    assert command_options(given, PredictConfig, "predict", ("model", "data", "output"), MODEL_AND_DATA) == given
+    options = command_options(given, PredictConfig, "predict", ("model", "data", "output"), MODEL_AND_DATA)
+    assert {k: options[k] for k in given} == given
+    assert options["noise_label"] == "noise" and options["phy_folder"] is None  # not given: conf/predict.yaml's
 
 
 @pytest.mark.parametrize("command", ["predict", "suggest", "merge_review", "recreate"])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
 
-from unitrefine.config import CONF_DIR, compose_config, config_origin, validate_config
+from unitrefine.config import CONF_DIR, TrainConfig, compose_config, config_origin, forget_removed_keys, validate_config
 from unitrefine.errors import UnitRefineError
 from unitrefine.search.search_space import parse_search_space
 
@@ -73,7 +77,7 @@ def test_keys_other_tooling_relies_on_exist() -> None:
         (["search.pruner=magic"], r"search\.pruner"),
         (["cv.n_splits=1"], r"cv\.n_splits"),
         (["cv.estimate_max_refits=1"], r"cv\.estimate_max_refits must be >= 2"),
-        (["task.positive_class=great"], r"positive_class 'great'"),
+        (["cv.scoring=f1_macro"], r"cv\.scoring must be balanced_accuracy \(got 'f1_macro'\): the ensemble's choice"),
         (["+search.unit_limits.svm=5000"], r"search\.unit_limits\.svm: 'svm' is not a component"),
         (["search.unit_limits.svc=50"], r"search\.unit_limits\.svc must be null \(no limit\) or at least 100"),
         (["search.unit_limits.svc=many"], r"search\.unit_limits"),
@@ -91,13 +95,95 @@ def test_search_resume_takes_strict_besides_true_and_false() -> None:
         "strict", False]
 
 
-def test_unit_limits_default_to_the_documented_values_and_can_be_lifted() -> None:
-    from unitrefine.config import DEFAULT_UNIT_LIMITS
+def test_unit_limits_default_to_train_yaml_and_can_be_lifted() -> None:
+    from unitrefine.config import DEFAULT_UNIT_LIMITS, default_unit_limits
 
-    assert validate_config(compose_config([])).search.unit_limits == DEFAULT_UNIT_LIMITS
-    assert DEFAULT_UNIT_LIMITS["svc"] is not None and DEFAULT_UNIT_LIMITS["knn"] is not None
+    documented = yaml.safe_load((CONF_DIR / "train.yaml").read_text())["search"]["unit_limits"]
+    assert validate_config(compose_config([])).search.unit_limits == documented
+    assert default_unit_limits() == DEFAULT_UNIT_LIMITS == documented  # one source: conf/train.yaml
+    assert documented["svc"] is not None and documented["knn"] is not None
     lifted = validate_config(compose_config(["search.unit_limits.svc=null", "+search.unit_limits.xgboost=20000"]))
     assert lifted.search.unit_limits["svc"] is None and lifted.search.unit_limits["xgboost"] == 20000
+
+
+# ----------------------------------------------------------------------------- one source for every default
+def _defaults_against_yaml(schema: type, values: dict[str, Any], prefix: str = "") -> tuple[list[str], list[str]]:
+    """(keys whose schema default equals the composed YAML's value, problems): a key the YAML does not set, or a
+    schema default that differs from the YAML's value. A dataset's keys are its file's, not defaults: skipped."""
+    from unitrefine.config_check import unwrap_optional
+
+    compared, problems = [], []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        if key in ("dataset", "registry.evaluation_dataset"):
+            continue
+        if f.name not in values:
+            problems.append(f"{key}: no YAML file of the default composition sets it")
+            continue
+        inner, _ = unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(inner) and isinstance(values[f.name], dict):
+            sub_compared, sub_problems = _defaults_against_yaml(inner, values[f.name], f"{key}.")
+            compared, problems = compared + sub_compared, problems + sub_problems
+            continue
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or default == "???":
+            continue  # no default in the schema: the YAML's is the only one
+        if default != values[f.name]:
+            problems.append(f"{key}: the schema says {default!r}, the YAML {values[f.name]!r}")
+        compared.append(key)
+    return compared, problems
+
+
+def test_every_default_left_in_the_schema_is_the_yaml_value_and_the_yaml_sets_every_key() -> None:
+    composed = OmegaConf.to_container(compose_config([]), resolve=True)
+    compared, problems = _defaults_against_yaml(TrainConfig, composed)
+    assert not problems, problems
+    assert {"search.n_trials", "search.n_jobs", "cv.scoring", "cv.n_splits"} <= set(compared)  # the check ran
+    composed["search"]["n_trials"] = 50  # a schema default of 40 disagrees: caught
+    assert _defaults_against_yaml(TrainConfig, composed)[1] == ["search.n_trials: the schema says 40, the YAML 50"]
+    del composed["ensemble"]["rounds"]  # a key the YAML stopped setting: caught
+    assert "ensemble.rounds: no YAML file of the default composition sets it" in _defaults_against_yaml(
+        TrainConfig, composed)[1]
+
+
+def test_a_key_set_only_in_yaml_is_required_so_deleting_it_names_it() -> None:
+    message = config_error(["+experiment=smoke", "~ensemble.rounds"])
+    assert "at key 'ensemble.rounds'" in message and "it is required but not set" in message, message
+
+
+# ----------------------------------------------------------------------------- keys that no longer exist
+@pytest.mark.parametrize("override", ["task.positive_class=good", "+task.positive_class=good"])
+def test_a_removed_key_given_on_the_command_line_says_it_no_longer_exists_and_what_to_do(override: str) -> None:
+    message = config_error(["+experiment=smoke", override])
+    assert message == (
+        f"Invalid configuration at key 'task.positive_class' (set in your command-line override '{override}'): it no "
+        "longer exists: a binary task's positive class is the second of task.classes (class code 1, the class "
+        "threshold.tune's threshold is on), so task.positive_class was never read: list the classes in that order "
+        "and delete task.positive_class."
+    )
+
+
+def test_a_removed_key_in_a_config_file_is_named_once_among_the_other_problems() -> None:
+    cfg = compose_config(["+experiment=smoke"])
+    with open_dict(cfg):
+        cfg.task.positive_class = "good"  # as a user's conf/task/<name>.yaml of an older version would
+    cfg.search.n_jobs = "two"
+    with pytest.raises(UnitRefineError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert "at key 'task.positive_class': it no longer exists: a binary task's positive class is the second" in message
+    assert "at key 'search.n_jobs': expected a whole number, got 'two'" in message
+    assert message.count("task.positive_class'") == 1 and "there is no such setting" not in message
+
+
+def test_a_recorded_configuration_forgets_the_removed_keys_it_holds() -> None:
+    raw = OmegaConf.create(OmegaConf.to_container(compose_config(["+experiment=smoke"])))
+    raw.task.positive_class = "good"  # a model folder's config.yaml written before the key was removed
+    assert forget_removed_keys(raw) == ["task.positive_class"] and "positive_class" not in raw.task
+    assert forget_removed_keys(raw) == []
+    assert validate_config(raw).task.classes == ["other", "good"]
 
 
 def test_unknown_experiment_is_a_clear_error() -> None:

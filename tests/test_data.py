@@ -18,7 +18,6 @@ TASK = TaskConfig(
     name="sua_vs_all",
     classes=["other", "good"],
     mapping={"good": "good", "mua": "other", "noise": "other", "unsorted": None},
-    positive_class="good",
 )
 
 # A small valid recording: 4 units, 2 metrics, both classes present.
@@ -123,7 +122,7 @@ def test_unlabelled_units_warned_and_dropped_and_null_mapped_labels_dropped(
 ) -> None:
     write(tmp_path / M, METRICS + "4,2.0,2.0\n5,6.0,1.5\n")
     write(tmp_path / L, labels_tsv({0: "good", 1: "mua", 2: "unsorted", 3: "good", 4: "noise"}))
-    with caplog.at_level(logging.WARNING, logger="unitrefine.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="unitrefine.data"):
         t = load(tmp_path, rec("r1", M, L))
     assert t.units["unit_id"].tolist() == ["0", "1", "3", "4"]
     assert t.y.tolist() == [1, 0, 1, 0]
@@ -163,7 +162,7 @@ def test_old_spikeinterface_metric_names_are_renamed_and_ratio_sign_flipped(tmp_
 def test_old_and_new_metric_name_both_present_keeps_new(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path / M, "cluster_id,peak_to_valley,peak_to_trough_duration\n0,9.0,0.5\n1,9.0,0.7\n")
     write(tmp_path / L, labels_tsv({0: "good", 1: "mua"}))
-    with caplog.at_level(logging.WARNING, logger="unitrefine.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="unitrefine.data"):
         t = load(tmp_path, rec("r1", M, L))
     assert list(t.X.columns) == ["peak_to_trough_duration"]
     np.testing.assert_array_equal(t.X["peak_to_trough_duration"].to_numpy(), np.float32([0.5, 0.7]))
@@ -185,7 +184,7 @@ def test_column_missing_from_one_recording_is_nan_there_with_warning(
     write(tmp_path / "b.csv", "cluster_id,snr\n0,4.0\n1,2.0\n2,1.0\n")
     write(tmp_path / "a.tsv", labels_tsv({0: "good", 1: "mua"}))
     write(tmp_path / "b.tsv", labels_tsv({0: "noise", 1: "good", 2: "mua"}))
-    with caplog.at_level(logging.WARNING, logger="unitrefine.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="unitrefine.data"):
         t = load(tmp_path, rec("ra", "a.csv", "a.tsv"), rec("rb", "b.csv", "b.tsv"))
     assert list(t.X.columns) == ["snr", "drift"]
     in_b = (t.units["recording"] == "rb").to_numpy()

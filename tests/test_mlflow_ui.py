@@ -28,7 +28,8 @@ def mlflow_ui(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_experiments_get_the_runs_view_and_a_users_own_is_kept(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from unitrefine.tracking.tracker import EXPERIMENT_KIND_TAG, RUNS_VIEW_KEY, RUNS_VIEW_TAG, Tracker, runs_page
+    from unitrefine.tracking.runs_view import EXPERIMENT_KIND_TAG, RUNS_VIEW_KEY, RUNS_VIEW_TAG, runs_page
+    from unitrefine.tracking.tracker import Tracker
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

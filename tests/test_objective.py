@@ -12,9 +12,10 @@ import pytest
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import StratifiedKFold
 
+from unitrefine.search.budget import first_evaluation
 from unitrefine.search.objective import Objective
 from unitrefine.search.search_space import parse_search_space
-from unitrefine.search.study import DUPLICATE_ATTR, first_evaluation
+from unitrefine.search.trial_attrs import DUPLICATE_ATTR
 
 OVERSAMPLED_FOREST = {
     "imputer": {"median": {}},

@@ -14,25 +14,28 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
+from unitrefine.config import TrainConfig
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.report import spec_params
-from unitrefine.run.session import join_study
+from unitrefine.run.session import StudyPlace, join_study
 from unitrefine.run.training import train
 from unitrefine.run.workers import Worker
+from unitrefine.search.budget import MAX_DUPLICATES_IN_A_ROW, budget, retry, retry_history
 from unitrefine.search.resume import check_identity, choose_study
 from unitrefine.search.search_space import SearchSpace, parse_search_space
-from unitrefine.search.study import (
-    DUPLICATE_ATTR,
-    IDENTITY,
-    MAX_DUPLICATES_IN_A_ROW,
-    WARM_START_ATTR,
-    budget,
-    retry,
-    retry_history,
-)
-from unitrefine.tracking.tracker import NullTracker
+from unitrefine.search.storage import default_storage
+from unitrefine.search.study import IDENTITY
+from unitrefine.search.trial_attrs import DUPLICATE_ATTR, WARM_START_ATTR
+from unitrefine.tracking.tracker import NullTracker, default_tracking_uri
 
 BASE = ["search.n_jobs=1", "cv.n_splits=3", "search.enqueue_defaults=false", "search.pruner=none"]
+
+
+def place(cfg: TrainConfig) -> StudyPlace:
+    """Where a training run of ``cfg`` keeps its study (search.storage, or the journal beside the MLflow store)."""
+    uri = cfg.tracking.uri or default_tracking_uri(cfg.root_dir)
+    storage = cfg.search.storage or default_storage(cfg.tracking.enabled, uri, cfg.root_dir, cfg.experiment_name)
+    return StudyPlace(cfg.search, cfg.experiment_name, cfg.seed, storage, cfg.resolve_path)
 
 
 def journal_study(root: Path, name: str = "smoke") -> optuna.Study:
@@ -107,7 +110,7 @@ def test_a_changed_configuration_starts_a_fresh_study_beside_the_one_it_would_ha
             r"run's, so its trials cannot be compared with new ones\. Run again with the configuration the study was "
             r"started with to continue it, set search\.resume=true to start a fresh study beside it, or choose another "
             r"experiment_name\.")):
-        join_study(cfg, {k: "other" for k in IDENTITY}, [], NullTracker, "run", {}, {})
+        join_study(place(cfg), {k: "other" for k in IDENTITY}, [], NullTracker, "run", {}, {})
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listing
     assert {p: p.read_bytes() for p in (tmp_path / "mlruns" / "optuna").rglob("*") if p.is_file()} == before
     assert len(parents(tmp_path)) == 2
@@ -275,7 +278,7 @@ def test_a_trial_stopped_while_its_parameters_were_drawn_is_retried(tmp_path: Pa
     storage = tmp_path / "s.journal"
     cfg = make_config(tmp_path, tiny_recordings, [*BASE, "search.n_trials=2", f"search.storage={storage}"])
     space = parse_search_space(cfg.search_space)
-    session = join_study(cfg, {k: "x" for k in IDENTITY}, [], NullTracker, "run", {}, {})
+    session = join_study(place(cfg), {k: "x" for k in IDENTITY}, [], NullTracker, "run", {}, {})
     choices = {"imputer": "median", "scaler": "none", "resampler": "none", "classifier": "logistic_regression"}
     session.study.add_trial(create_trial(
         state=TrialState.FAIL, params=choices,

@@ -13,18 +13,10 @@ from optuna.trial import TrialState, create_trial
 
 from unitrefine.config import CONF_DIR, SearchConfig, compose_config, validate_config
 from unitrefine.run.training import train
-from unitrefine.search.study import (
-    DUPLICATE_ATTR,
-    MAX_DUPLICATES_IN_A_ROW,
-    TIMEOUT_ATTR,
-    WindowedHyperbandPruner,
-    WindowedMedianPruner,
-    budget,
-    first_evaluation,
-    make_pruner,
-    stopped_by_timeout,
-    trial_counts,
-)
+from unitrefine.search.budget import MAX_DUPLICATES_IN_A_ROW, budget, first_evaluation, trial_counts
+from unitrefine.search.pruning import WindowedHyperbandPruner, WindowedMedianPruner, make_pruner
+from unitrefine.search.study import TIMEOUT_ATTR, stopped_by_timeout
+from unitrefine.search.trial_attrs import DUPLICATE_ATTR
 
 
 @pytest.mark.parametrize("experiment", [None, *sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))])

@@ -158,8 +158,37 @@ def test_trial_runs_written_in_the_background_are_all_there_in_order_before_anyt
     assert client.get_run(parent).info.status == "FINISHED"
 
 
+def test_a_trial_run_holds_the_fold_scores_the_worker_the_origin_and_why_the_trial_failed() -> None:
+    """The nested run of a finished trial as it is queued for the writer (no store needed)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from unitrefine.search.trial_attrs import ERROR_ATTR, FOLD_SCORES_ATTR, WARM_START_ATTR, WORKER_ATTR
+    from unitrefine.tracking.trial_runs import MAX_PARAM, trial_run
+
+    study = optuna.create_study(study_name="s")
+    study.add_trial(create_trial(
+        state=TrialState.FAIL, params={"C": 0.5}, distributions={"C": FloatDistribution(0.1, 1.0)},
+        user_attrs={FOLD_SCORES_ATTR: [0.5, 0.7], WORKER_ATTR: "host:12", WARM_START_ATTR: "models:/m@champion best",
+                    ERROR_ATTR: "fold 2: ValueError: k > n"},
+    ))
+    trial = study.trials[0]
+    run = trial_run("parent", "s", trial, {"C": 0.5, "long": "x" * (MAX_PARAM + 10)})
+    assert (run.name, run.status) == ("trial-0000", "FAILED")
+    assert run.tags == {"mlflow.parentRunId": "parent", "optuna.study": "s", "optuna.trial_number": "0",
+                        "optuna.state": "fail", "unitrefine.worker": "host:12",
+                        "unitrefine.run.warm_start": "models:/m@champion best", "error": "fold 2: ValueError: k > n"}
+    assert [(m.key, m.value, m.step) for m in run.metrics if m.key != "duration_s"] == [
+        ("cv_fold_score", 0.5, 0), ("cv_fold_score", 0.7, 1)]
+    assert [(p.key, len(p.value)) for p in run.params] == [("C", 3), ("long", MAX_PARAM)]
+    # A trial stopped with its worker: the status and the reason given win over the trial's own.
+    stopped = trial_run("parent", "s", trial, {}, status="KILLED", error="interrupted; run again on resume")
+    assert (stopped.status, stopped.tags["error"]) == ("KILLED", "interrupted; run again on resume")
+
+
 def test_a_failed_background_write_is_raised_to_the_search_and_stops_later_writes() -> None:
-    from unitrefine.tracking.tracker import RunWriter, TrialRun
+    from unitrefine.tracking.trial_runs import RunWriter, TrialRun
 
     written: list[str] = []
 
@@ -207,12 +236,12 @@ def test_a_run_stores_its_model_once_compressed_and_the_registered_version_loads
     from unitrefine.apply.prediction import load_model
     from unitrefine.export.folder import load_model_folder
     from unitrefine.search.estimators import TRUSTED_TYPES
-    from unitrefine.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+    from unitrefine.tracking.runs_view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
     cfg = make_config(tmp_path, tiny_recordings, ["search.n_trials=1", "search.n_jobs=1", "cv.n_splits=3",
                                                   "cv.holdout_recordings=[rec3]", "search.enqueue_defaults=false"],
                       search_space=FOREST_SPACE)
-    with caplog.at_level(logging.INFO, logger="unitrefine.tracking.tracker"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.tracking.uploads"):
         result = train(cfg)
     folder = result.model_folder
     n_files = sum(1 for f in folder.rglob("*") if f.is_file())
@@ -260,7 +289,8 @@ def test_a_run_stores_its_model_once_compressed_and_the_registered_version_loads
 def test_an_existing_experiment_without_a_kind_gets_the_model_training_kind(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from unitrefine.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker
+    from unitrefine.tracking.runs_view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+    from unitrefine.tracking.tracker import Tracker
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
@@ -287,7 +317,7 @@ def test_log_artifacts_keeps_subfolders_and_logs_the_upload(tmp_path: Path, capl
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", (tmp_path / "artifacts").as_uri())
     run_id = tracker.create_parent("study", {}, {})
-    with caplog.at_level(logging.INFO, logger="unitrefine.tracking.tracker"):
+    with caplog.at_level(logging.INFO, logger="unitrefine.tracking.uploads"):
         tracker.log_artifacts(folder, "model_folder")
     client = MlflowClient(uri)
     assert {f.path for f in client.list_artifacts(run_id, "model_folder")} == {"model_folder/a.txt", "model_folder/sub"}

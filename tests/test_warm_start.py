@@ -12,10 +12,12 @@ import pytest
 from conftest import make_config
 from mlflow.tracking import MlflowClient
 
+from unitrefine.config import TrainConfig
 from unitrefine.errors import UnitRefineError
 from unitrefine.run.training import train
-from unitrefine.run.warm_start import WARM_START_ATTR, fit_to_space, previous_configurations, warm_start_trials
-from unitrefine.search.search_space import parse_search_space
+from unitrefine.run.warm_start import QueuedTrial, fit_to_space, previous_configurations, warm_start_trials
+from unitrefine.search.search_space import SearchSpace, parse_search_space
+from unitrefine.search.trial_attrs import WARM_START_ATTR
 
 SPACE = {
     "imputer": {"median": {}, "mean": {}},
@@ -29,6 +31,11 @@ SPACE = {
 }
 RF = {"imputer": "median", "scaler": "none", "resampler": "none", "classifier": "random_forest",
       "random_forest.n_estimators": 40, "random_forest.max_depth": 8, "random_forest.class_weight": "balanced"}
+
+
+def warm_start(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]:
+    """``search.warm_start`` as a training run of ``cfg`` takes it (a folder: no MLflow store is looked at)."""
+    return warm_start_trials(space, cfg.search, cfg.task.name, "sqlite:///not-looked-at.db", cfg.resolve_path)
 
 
 def test_fit_to_space_keeps_what_is_valid_and_says_why_the_rest_is_left_out() -> None:
@@ -94,7 +101,7 @@ def test_warm_start_trials_skip_what_the_space_cannot_take_and_fail_if_nothing_f
     cfg = make_config(tmp_path, tiny_recordings, ["search.warm_start=old", "search.warm_start_trials=10"],
                       search_space=SPACE)
     with caplog.at_level(logging.INFO):
-        queued = warm_start_trials(cfg, parse_search_space(SPACE))
+        queued = warm_start(cfg, parse_search_space(SPACE))
     assert [q.params.get("classifier") for q in queued] == ["random_forest", "random_forest", "logistic_regression"]
     assert queued[1].params["random_forest.n_estimators"] == configs["b"]["random_forest.n_estimators"]
     assert queued[0].user_attrs[WARM_START_ATTR] == f"{tmp_path / 'old'} best configuration"
@@ -106,7 +113,7 @@ def test_warm_start_trials_skip_what_the_space_cannot_take_and_fail_if_nothing_f
         tmp_path / "old" / "model_accuracies.csv", index=False)
     cfg = make_config(tmp_path, tiny_recordings, ["search.warm_start=old"], search_space=only_svc)
     with pytest.raises(UnitRefineError, match=r"none of the configurations of .* fits the current search space"):
-        warm_start_trials(cfg, parse_search_space(only_svc))
+        warm_start(cfg, parse_search_space(only_svc))
     with pytest.raises(UnitRefineError, match="search.warm_start_trials must be >= 1"):
         make_config(tmp_path, tiny_recordings, ["search.warm_start=old", "search.warm_start_trials=0"])
 

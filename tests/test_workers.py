@@ -30,8 +30,9 @@ from unitrefine.errors import is_interrupt
 from unitrefine.export.folder import load_model_folder
 from unitrefine.export.report import TrainResult
 from unitrefine.run.training import train
+from unitrefine.search.budget import budget, retry_history
 from unitrefine.search.objective import Objective
-from unitrefine.search.study import DUPLICATE_ATTR, budget, retry_history
+from unitrefine.search.trial_attrs import DUPLICATE_ATTR
 
 TrialState = optuna.trial.TrialState
 

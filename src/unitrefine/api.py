@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unitrefine.config import compose_config, validate_config
 from unitrefine.data.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
-from unitrefine.data.dataset import read_table, split_unit_ids
+from unitrefine.data.tables import read_table, split_unit_ids
 from unitrefine.errors import UnitRefineError
 from unitrefine.run.training import TrainResult, train
 
@@ -246,7 +246,8 @@ def train_model(
     seed : int, optional
         Seed of the search and every estimator (default 42).
     search_kwargs : dict, optional
-        SpikeInterface's search settings: ``n_iter`` (trials of the whole search), ``cv`` (folds) and ``scoring``.
+        SpikeInterface's search settings: ``n_iter`` (trials of the whole search), ``cv`` (folds) and ``scoring``
+        (only ``"balanced_accuracy"``, see ``cv.scoring``).
     enforce_metric_params : bool
         Analyzers: refuse analyzers whose metrics were computed with different parameters, or hold
         different metrics (``dataset.strict``), instead of warning.

@@ -1,5 +1,10 @@
 """The options of the commands that are not training (``predict``, ``suggest``, ``merge_review``, ``recreate``), and
-every command's ``--help``: its usage, main options (one line each) and examples."""
+every command's ``--help``: its usage, main options (one line each) and examples.
+
+An option's default is in the command's ``conf/<command>.yaml`` only: the dataclasses that type the options (e.g.
+:class:`ApplyOptions`, the fields ``predict`` and ``suggest`` share) have none, and :func:`command_options` fills
+the options a caller leaves out from that file.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,37 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from unitrefine.errors import UnitRefineError
 
 #: How ``predict`` and ``suggest`` are told which model to apply to which units.
 MODEL_AND_DATA = "model=<folder or models:/name@alias> data=<csv, folder of csvs, or analyzer folder>"
+
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class ApplyOptions:
+    """The options ``predict`` and ``suggest`` share: the units a model is applied to, the output, how the model is
+    loaded and how an analyzer's metrics are found (each command adds its own ``model`` and options).
+
+    No field has a default: ``conf/predict.yaml`` and ``conf/suggest.yaml`` hold them.
+    """
+
+    data: str
+    output: str
+    overwrite: bool
+    trust: list[str]
+    impute_missing: list[str]
+    tracking_uri: str | None
+    compute_missing: bool
+    save_metrics: bool
+    strict: bool
+    n_jobs: int
 
 
 def command_options(
@@ -22,18 +50,25 @@ def command_options(
 ) -> dict[str, Any]:
     """The options given to ``python -m unitrefine.<command>``, checked against the fields of ``schema``.
 
+    Options not given take their value in ``conf/<command>.yaml`` (what Hydra composes already has them all).
+
     Parameters
     ----------
     cfg : DictConfig or dict
-        What Hydra composed (its own ``hydra`` key is dropped).
+        What Hydra composed (its own ``hydra`` key is dropped), or the options given by a caller.
     schema : dataclass type
         The command's options.
     command : str
-        The command's name, for the messages.
+        The command's name, for the messages and its YAML file.
     required : sequence of str
         Options that must be set.
     usage : str
         The command's arguments, shown when a required option is missing.
+
+    Returns
+    -------
+    dict
+        Every option of the command; values in the forms given (the command reads lists, models, budgets).
 
     Raises
     ------
@@ -51,15 +86,50 @@ def command_options(
                  for k in unknown]
         raise UnitRefineError(f"Unknown {command} option(s): {', '.join(hints)}. The options are {known} "
                               f"(python -m unitrefine.{command} --help describes them).")
+    raw.update({k: v for k, v in _yaml_options(command).items() if k not in raw})  # given first: their order
     missing = [k for k in required if raw.get(k) in (None, "", "???")]
     if missing:
         raise UnitRefineError(f"Set {', '.join(f'{k}=...' for k in missing)}: python -m unitrefine.{command} {usage}")
     problems = _scalar_problems(raw, schema)
     if problems:
-        lines = [f"{key}: {problem}" for key, problem in problems]
-        raise UnitRefineError(f"Invalid {command} option(s): {'; '.join(lines)}. See python -m unitrefine.{command} "
-                              "--help.")
+        raise UnitRefineError(_invalid(command, problems))
     return raw
+
+
+def typed_options(raw: dict[str, Any], schema: type[T], command: str) -> T:
+    """The options, once a command has put them in their final form, as ``schema``: each value checked against its
+    field's type (OmegaConf's structured config) and converted (``"true"`` -> ``True``, ``"2"`` -> ``2``).
+
+    Raises
+    ------
+    UnitRefineError
+        Every option whose value does not fit its type, in the words of :func:`command_options`.
+    """
+    from unitrefine.config_check import schema_problems
+
+    problems = schema_problems(raw, schema)
+    try:
+        if not problems:
+            options = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw))
+            assert isinstance(options, schema)
+            return options
+    except OmegaConfBaseException as exc:  # what the schema walk does not see
+        problems = [(str(getattr(exc, "full_key", None) or "(options)"), str(exc).splitlines()[0])]
+    raise UnitRefineError(_invalid(command, problems))
+
+
+def _invalid(command: str, problems: list[tuple[str, str]]) -> str:
+    lines = [f"{key}: {problem}" for key, problem in problems]
+    return f"Invalid {command} option(s): {'; '.join(lines)}. See python -m unitrefine.{command} --help."
+
+
+def _yaml_options(command: str) -> dict[str, Any]:
+    """The options ``conf/<command>.yaml`` sets (required ones as ``???``), without Hydra's keys."""
+    from unitrefine.config import CONF_DIR
+
+    options = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{command}.yaml"))
+    assert isinstance(options, dict)
+    return {k: v for k, v in options.items() if k not in ("defaults", "hydra")}
 
 
 def _scalar_problems(raw: dict[str, Any], schema: type) -> list[tuple[str, str]]:

@@ -93,9 +93,11 @@ def _on_holdout(folders: dict[str, Path]) -> tuple[np.ndarray, dict[str, np.ndar
     (``holdout_predictions.csv``), so neither model has seen the units it is compared on, even when the
     exported models were refit on everything.
     """
+    from unitrefine.export.folder import HOLDOUT_PREDICTIONS_FILE
+
     frames = {}
     for which, folder in folders.items():
-        path = folder / "holdout_predictions.csv"
+        path = folder / HOLDOUT_PREDICTIONS_FILE
         if not path.is_file():
             raise UnitRefineError(
                 f"The {which} version has no held-out predictions (it was trained with nothing held out). Set "

@@ -8,8 +8,10 @@ spent on one odd recording. Units already labelled (a labels file or folder, :mo
 are never suggested.
 
 The scores (``margin``, ``least_confidence``, ``entropy``; a thresholded binary model is most unsure at its own
-threshold) are :mod:`unitrefine.model.uncertainty`'s, the same ranking as ``unitrefine.predict review=...``; this module
-adds the spreading over recordings and the labelled units. The output keeps the model's probabilities.
+threshold) are :mod:`unitrefine.model.uncertainty`'s. They differ from the review queue of
+``unitrefine.predict review=...``, which ranks by the calibrated expected gain of a review when the model has a
+calibration: what to label for training is what sits near the decision boundary. This module adds the spreading
+over recordings and the labelled units. The output keeps the model's probabilities.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from unitrefine.model.uncertainty import (  # noqa: F401
     table_uncertainty,
     uncertainty,
 )
-from unitrefine.options import MODEL_AND_DATA, command_options
+from unitrefine.options import MODEL_AND_DATA, ApplyOptions, command_options, typed_options
 
 log = logging.getLogger(__name__)
 
@@ -48,43 +50,36 @@ log = logging.getLogger(__name__)
 SPREADS = ("round_robin", "none")
 
 
-@dataclass
-class SuggestConfig:
-    """What ``python -m unitrefine.suggest`` is asked to do (``conf/suggest.yaml``)."""
+@dataclass(kw_only=True)
+class SuggestConfig(ApplyOptions):
+    """What ``python -m unitrefine.suggest`` is asked to do: the options it shares with ``predict``
+    (:class:`~unitrefine.options.ApplyOptions`) and its own. The defaults are ``conf/suggest.yaml``'s."""
 
     model: str
-    data: str
-    output: str
-    n: int = 20
-    strategy: str = "margin"
-    spread: str = "round_robin"
-    labels: str | None = None
-    overwrite: bool = False
-    trust: list[str] = field(default_factory=list)
-    impute_missing: list[str] = field(default_factory=list)
-    tracking_uri: str | None = None
-    compute_missing: bool = True
-    save_metrics: bool = True
-    strict: bool = False
-    n_jobs: int = 1
+    n: int
+    strategy: str
+    spread: str
+    labels: str | None
 
     def predict_config(self) -> PredictConfig:
-        """The options :func:`~unitrefine.apply.prediction.predict_source` reads, as ``unitrefine.predict`` has them."""
-        return PredictConfig(
-            model=[self.model], data=self.data, output=self.output, set_properties=False,
-            compute_missing=self.compute_missing, save_metrics=self.save_metrics, strict=self.strict,
-            trust=list(self.trust), impute_missing=list(self.impute_missing), tracking_uri=self.tracking_uri,
-            n_jobs=self.n_jobs, overwrite=self.overwrite,
-        )
+        """The options :func:`~unitrefine.apply.prediction.predict_source` reads, as ``unitrefine.predict`` has them.
+
+        The shared options are copied; of ``predict``'s own, none applies: one model (no cascade, so no
+        ``noise_label``), no review queue, no Phy files and no sorting properties.
+        """
+        shared = {f.name: getattr(self, f.name) for f in fields(ApplyOptions)}
+        return PredictConfig(**shared, model=[self.model], phy_folder=None, set_properties=False, noise_label="",
+                             review=None)
 
 
 def parse_suggest_config(cfg: DictConfig | dict[str, Any]) -> SuggestConfig:
-    """Validate a composed ``suggest`` config.
+    """Validate a composed ``suggest`` config; options not given take their values in ``conf/suggest.yaml``.
 
     Raises
     ------
     UnitRefineError
-        Unknown keys, missing ``model``/``data``/``output``, a cascade, ``n < 1``, or an unknown strategy/spread.
+        Unknown keys, missing ``model``/``data``/``output``, a cascade, a value of the wrong type, ``n < 1``, or an
+        unknown strategy/spread.
     """
     raw = command_options(cfg, SuggestConfig, "suggest", ("model", "data", "output"),
                           f"{MODEL_AND_DATA} n=<how many> output=<csv>")
@@ -95,7 +90,7 @@ def parse_suggest_config(cfg: DictConfig | dict[str, Any]) -> SuggestConfig:
     for key in ("trust", "impute_missing"):
         value = raw.get(key) or []
         raw[key] = [value] if isinstance(value, str) else list(value)
-    out = SuggestConfig(**raw)
+    out = typed_options(raw, SuggestConfig, "suggest")
     problems = []
     if not isinstance(out.n, int) or isinstance(out.n, bool) or out.n < 1:
         problems.append(f"n must be a whole number >= 1 (got {out.n!r})")

@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 
 from unitrefine.apply import predict_io as io
 from unitrefine.apply.command_paths import check_not_input, input_path, labels_inputs, output_path
-from unitrefine.data.dataset import read_table
 from unitrefine.data.labelled import Options, check_known_units, read_unit_labels
+from unitrefine.data.tables import read_table
 from unitrefine.errors import UnitRefineError
 from unitrefine.options import command_options
 

@@ -18,7 +18,8 @@ import pandas as pd
 
 from unitrefine.apply import command_paths
 from unitrefine.data.analyzers import is_analyzer_folder
-from unitrefine.data.dataset import current_metric_name, read_table, rename_old_metrics, split_unit_ids, to_numeric
+from unitrefine.data.metric_names import current_metric_name, rename_old_metrics
+from unitrefine.data.tables import read_table, split_unit_ids, to_numeric
 from unitrefine.errors import UnitRefineError
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,9 @@ from omegaconf import OmegaConf
 from unitrefine.config import DatasetConfig, MetricsConfig, RecordingConfig, TaskConfig
 from unitrefine.data import analyzers as az
 from unitrefine.data import si_metrics as sm
-from unitrefine.data.dataset import UnitTable, check_dataset, combine_recordings, prepare_recording, read_labels
+from unitrefine.data.dataset import UnitTable, check_dataset, combine_recordings
+from unitrefine.data.recordings import prepare_recording
+from unitrefine.data.tables import read_labels
 from unitrefine.errors import UnitRefineError
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Metrics already on an analyzer are used as they are. Missing ones are computed with SpikeInterface
 (``analyzer.compute("quality_metrics", ...)``, ``analyzer.compute("template_metrics", ...)``), after the
 extensions they depend on (``random_spikes``, ``templates``, ``noise_levels``, ``spike_amplitudes``, ...).
-PCA-based quality metrics are opt-in: they take minutes for 50 units on 2 cores.
+PCA-based quality metrics are opt-in: they are slow to compute.
 
 The parameters of what is computed and read are JSON-normalised (see :mod:`unitrefine.data.si_metrics`).
 """

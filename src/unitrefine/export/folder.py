@@ -28,6 +28,14 @@ from unitrefine.search.estimators import TRUSTED_TYPES
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "best_model.skops"
+#: What a model folder records of its training run, beside :data:`MODEL_FILE` and ``model_info.json``: the
+#: configuration, the leaderboard (every trial), the units the exported model was fitted on and their labels, and the
+#: held-out predictions. ``unitrefine.recreate``, ``search.warm_start`` and ``unitrefine.promote`` read them back.
+CONFIG_FILE = "config.yaml"
+LEADERBOARD_FILE = "model_accuracies.csv"
+TRAINING_DATA_FILE = "training_data.csv"
+LABELS_FILE = "labels.csv"
+HOLDOUT_PREDICTIONS_FILE = "holdout_predictions.csv"
 _PACKAGES = ("spikeinterface", "scikit-learn", "skops", "numpy", "imbalanced-learn", "xgboost", "unitrefine")
 
 
@@ -74,10 +82,9 @@ def write_model_folder(folder: Path, fill: Callable[[Path], None], overwrite: bo
 def dump_model(pipeline: Any, folder: Path) -> Path:
     """Serialise the pipeline with skops as ``best_model.skops``, deflate-compressed (fastest level).
 
-    Forests of deep trees are large; their arrays deflate ~7x even at deflate's fastest level, which costs
-    a fifth of the serialisation time where level 6 cost half (an ensemble of five 300-tree forests: 46 s
-    uncompressed, 55 s at level 1 for 38 MB, 70 s at level 6 for 34 MB). Loading (``skops.io.load``,
-    SpikeInterface's ``load_model``) reads compressed entries as they are, no slower.
+    Forests of deep trees are large and compress well; deflate's fastest level gets most of the size reduction
+    for a fraction of the time level 6 adds (measured in benchmarks/results/run_time_*.md, "write"). Loading
+    (``skops.io.load``, SpikeInterface's ``load_model``) reads compressed entries as they are, no slower.
     """
     import zipfile
 

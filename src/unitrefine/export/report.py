@@ -17,12 +17,22 @@ from threadpoolctl import threadpool_limits
 from unitrefine.data.dataset import UnitTable
 from unitrefine.export import plots
 from unitrefine.export.card import write_model_card
-from unitrefine.export.folder import MODEL_FILE, dump_model, write_tables
+from unitrefine.export.folder import (
+    CONFIG_FILE,
+    HOLDOUT_PREDICTIONS_FILE,
+    LABELS_FILE,
+    LEADERBOARD_FILE,
+    MODEL_FILE,
+    TRAINING_DATA_FILE,
+    dump_model,
+    write_tables,
+)
 from unitrefine.export.model_info import ModelInfo
 from unitrefine.model.estimate import describe
 from unitrefine.progress import bar, ticking, working
 from unitrefine.search.evaluation import Plan, balanced_accuracy, holdout_report
 from unitrefine.search.search_space import PipelineSpec, SearchSpace
+from unitrefine.search.trial_attrs import CV_STD_ATTR, DUPLICATE_ATTR, ERROR_ATTR, FOLD_SCORES_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +53,22 @@ def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
     """Every trial, best first: state, CV score (mean, std, per fold), duration and configuration."""
     rows = []
     for t in study.trials:
-        if t.user_attrs.get("duplicate_of") is not None:  # never fitted: the trial it repeats has the score
+        if t.user_attrs.get(DUPLICATE_ATTR) is not None:  # never fitted: the trial it repeats has the score
             continue
-        folds = t.user_attrs.get("fold_scores", [])
+        folds = t.user_attrs.get(FOLD_SCORES_ATTR, [])
         spec = space.partial_spec(t.params)
         rows.append(
             {
                 "trial": t.number,
                 "state": t.state.name.lower(),
                 "cv_score": t.value,
-                "cv_score_std": t.user_attrs.get("cv_std"),
+                "cv_score_std": t.user_attrs.get(CV_STD_ATTR),
                 "n_folds": len(folds),
                 "fold_scores": json.dumps([round(s, 4) for s in folds]),
                 "duration_s": None if t.duration is None else round(t.duration.total_seconds(), 2),
                 **{slot: c.name for slot, c in spec.items()},
                 "params": json.dumps({k: v for k, v in spec_params(spec).items() if "." in k}, default=str),
-                "error": t.user_attrs.get("error"),
+                "error": t.user_attrs.get(ERROR_ATTR),
             }
         )
     df = pd.DataFrame(rows)
@@ -179,7 +189,7 @@ def write_folder(folder: Path, export: Export, name: str | None = None) -> None:
     """
     with working(f"writing {MODEL_FILE}"):
         dump_model(export.model, folder)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(export.config), encoding="utf-8")
+    (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(export.config), encoding="utf-8")
     fitted_on, table, held = export.fitted_on, export.table, export.held
     training_data = fitted_on.X.copy()
     training_data.insert(0, "unit_id", fitted_on.units["unit_id"].to_numpy())
@@ -188,13 +198,13 @@ def write_folder(folder: Path, export: Export, name: str | None = None) -> None:
         **{"class": [table.classes[i] for i in fitted_on.y], "class_code": fitted_on.y}
     )
     tables = {
-        "model_accuracies.csv": export.board,
-        "training_data.csv": training_data,
-        "labels.csv": labels,
+        LEADERBOARD_FILE: export.board,
+        TRAINING_DATA_FILE: training_data,
+        LABELS_FILE: labels,
         "splits.csv": export.plan.assignment(table),
     }
     if held is not None:
-        tables["holdout_predictions.csv"] = held.predictions
+        tables[HOLDOUT_PREDICTIONS_FILE] = held.predictions
         tables["feature_importance.csv"] = held.importances
         tables["holdout_per_recording.csv"] = pd.DataFrame(
             [{"recording": r, **m} for r, m in held.report["per_recording"].items()]

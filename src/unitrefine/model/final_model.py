@@ -11,7 +11,7 @@ import optuna
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from unitrefine.config import TrainConfig
+from unitrefine.config import CVConfig, EnsembleConfig, ThresholdConfig
 from unitrefine.data.dataset import UnitTable
 from unitrefine.model.ensemble import Selection, select_ensemble
 from unitrefine.model.threshold import Threshold, tune_threshold, with_threshold
@@ -43,6 +43,28 @@ def fit_spec(spec: PipelineSpec, table: UnitTable, seed: int, limits: Mapping[st
 
 
 @dataclass(frozen=True)
+class Fitting:
+    """How the exported model (and every refit of it) is fitted.
+
+    Attributes
+    ----------
+    seed : int
+        ``random_state`` of every seeded step, and of the unit-limit subsample and the calibration folds.
+    unit_limits : mapping
+        ``search.unit_limits``: components fitted on a class-stratified subsample of at most that many units.
+    calibration : str or None
+        ``calibration.method`` (``sigmoid`` or ``isotonic``), or None for no calibration.
+    cv : CVConfig
+        The folds the calibrator is fitted on (``n_splits``, ``group_by``).
+    """
+
+    seed: int
+    unit_limits: Mapping[str, int | None]
+    calibration: str | None
+    cv: CVConfig
+
+
+@dataclass(frozen=True)
 class FinalModel:
     """How to build the exported model on any part of the data.
 
@@ -54,15 +76,15 @@ class FinalModel:
         The ensemble selection that chose them (None when ensembles are off).
     threshold : Threshold or None
         The tuned decision threshold of a binary task.
-    cfg : TrainConfig
-        Seed, CV settings and calibration method.
+    fitting : Fitting
+        How every fit is made: seed, unit limits, calibration.
     """
 
     specs: dict[int, PipelineSpec]
     weights: dict[int, int]
     selection: Selection | None
     threshold: Threshold | None
-    cfg: TrainConfig
+    fitting: Fitting
 
     @property
     def is_ensemble(self) -> bool:
@@ -71,10 +93,9 @@ class FinalModel:
 
     def fit(self, part: UnitTable) -> Pipeline:
         """Fit on ``part``: a plain scikit-learn ``Pipeline`` whose ``feature_names_in_`` are the metric names."""
-        seed = self.cfg.seed
-        if self.cfg.calibration.method is not None:
+        seed, limits = self.fitting.seed, self.fitting.unit_limits
+        if self.fitting.calibration is not None:
             return self._calibrated(part)
-        limits = self.cfg.search.unit_limits
         fitted = [(f"trial_{n}", export_pipeline(fit_spec(self.specs[n], part, seed, limits))) for n in self.weights]
         model = fitted[0][1] if len(fitted) == 1 else soft_vote(fitted, list(self.weights.values()), part.X, part.y)
         return model if self.threshold is None else with_threshold(model, self.threshold.value, part.X, part.y)
@@ -86,12 +107,13 @@ class FinalModel:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.ensemble import VotingClassifier
 
-        part = limited(part, list(self.specs.values()), self.cfg.search.unit_limits, self.cfg.seed)
-
-        pipes = [(f"trial_{n}", build_pipeline(self.specs[n], self.cfg.seed)) for n in self.weights]
-        model = pipes[0][1] if len(pipes) == 1 else VotingClassifier(pipes, voting="soft", weights=list(self.weights.values()))
-        folds, _ = make_folds(part, self.cfg.cv, self.cfg.seed)
-        calibrated = CalibratedClassifierCV(model, method=self.cfg.calibration.method, cv=folds, ensemble=False)
+        how = self.fitting
+        part = limited(part, list(self.specs.values()), how.unit_limits, how.seed)
+        pipes = [(f"trial_{n}", build_pipeline(self.specs[n], how.seed)) for n in self.weights]
+        weights = list(self.weights.values())
+        model = pipes[0][1] if len(pipes) == 1 else VotingClassifier(pipes, voting="soft", weights=weights)
+        folds, _ = make_folds(part, how.cv, how.seed)
+        calibrated = CalibratedClassifierCV(model, method=how.calibration, cv=folds, ensemble=False)
         with threadpool_limits(limits=1):
             return Pipeline([("calibrated", calibrated.fit(part.X, part.y))])
 
@@ -102,7 +124,7 @@ class FinalModel:
                 {"trial": n, "weight": w, "configuration": spec_params(self.specs[n])} for n, w in self.weights.items()
             ],
             "threshold": None if self.threshold is None else asdict(self.threshold),
-            "calibration": self.cfg.calibration.method,
+            "calibration": self.fitting.calibration,
         }
 
 
@@ -134,39 +156,68 @@ def member(model: Pipeline, trial: int) -> Pipeline | None:
     return None if found is None else found.estimator
 
 
-def prepare_candidates(cfg: TrainConfig, study: optuna.Study, objective: Objective) -> None:
-    """Give the ``ensemble.candidates`` best completed trials out-of-fold predictions in ``objective``.
+def prepare_candidates(candidates: int, study: optuna.Study, objective: Objective) -> None:
+    """Give the ``candidates`` (``ensemble.candidates``) best completed trials out-of-fold predictions in
+    ``objective``.
 
     Trials run by other workers, or before a resume, were scored in another process: their predictions are
     recomputed (same folds, same seed) so that :func:`choose_final_model` can choose among them.
     """
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    objective.ensure_oof(sorted(complete, key=lambda t: (-t.value, t.number))[: max(cfg.ensemble.candidates, 1)])
+    objective.ensure_oof(sorted(complete, key=lambda t: (-t.value, t.number))[: max(candidates, 1)])
 
 
 def choose_final_model(
-    cfg: TrainConfig, study: optuna.Study, space: SearchSpace, objective: Objective, part: UnitTable
+    study: optuna.Study,
+    space: SearchSpace,
+    objective: Objective,
+    part: UnitTable,
+    ensemble: EnsembleConfig,
+    threshold: ThresholdConfig,
+    fitting: Fitting,
 ) -> FinalModel:
-    """Pick the members (best trial, or an ensemble chosen out of fold) and tune the threshold out of fold."""
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    """Pick the members (best trial, or an ensemble chosen out of fold) and tune the threshold out of fold.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The finished search.
+    space : SearchSpace
+        Its search space.
+    objective : Objective
+        Its objective, holding the candidates' out-of-fold predictions (:func:`prepare_candidates`).
+    part : UnitTable
+        The searched units.
+    ensemble, threshold : EnsembleConfig, ThresholdConfig
+        Ensemble selection (``rounds``, ``candidates``, ``max_members``) and threshold tuning settings.
+    fitting : Fitting
+        How the chosen model is fitted.
+    """
     best = study.best_trial
-    selection = None
-    if cfg.ensemble.rounds > 0:
-        ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
-        selection = select_ensemble(objective.oof, part.y, [t.number for t in ranked[: cfg.ensemble.candidates]],
-                                    cfg.ensemble.rounds, cfg.ensemble.max_members)
-        if selection.is_ensemble:
-            log.info("Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",
-                     selection.weights, selection.score, selection.single_trial, selection.single_score)
-        else:
-            log.info("No ensemble beats the best single trial out of fold (%.4f): exporting one model.", selection.score)
+    selection = _select(study, objective, part, ensemble)
     weights = selection.weights if selection is not None and selection.is_ensemble else {best.number: 1}
-    threshold = None
-    if cfg.threshold.tune:
+    tuned = None
+    if threshold.tune:
         proba = sum(w * objective.oof[n] for n, w in weights.items()) / sum(weights.values())
-        threshold = tune_threshold(part.y, proba[:, 1], cfg.threshold.objective, cfg.threshold.target_precision)
+        tuned = tune_threshold(part.y, proba[:, 1], threshold.objective, threshold.target_precision)
         log.info("Decision threshold %.3f on P(%s): out-of-fold balanced accuracy %.4f (at 0.5: %.4f), precision %.4f.",
-                 threshold.value, part.classes[1], threshold.oof_balanced_accuracy,
-                 threshold.oof_balanced_accuracy_at_half, threshold.oof_precision)
+                 tuned.value, part.classes[1], tuned.oof_balanced_accuracy,
+                 tuned.oof_balanced_accuracy_at_half, tuned.oof_precision)
     specs = {n: space.spec_from_params(study.trials[n].params) for n in weights}
-    return FinalModel(specs=specs, weights=weights, selection=selection, threshold=threshold, cfg=cfg)
+    return FinalModel(specs=specs, weights=weights, selection=selection, threshold=tuned, fitting=fitting)
+
+
+def _select(study: optuna.Study, objective: Objective, part: UnitTable, ensemble: EnsembleConfig) -> Selection | None:
+    """The ensemble chosen out of fold among the best completed trials (None when ensembles are off)."""
+    if ensemble.rounds <= 0:
+        return None
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
+    selection = select_ensemble(objective.oof, part.y, [t.number for t in ranked[: ensemble.candidates]],
+                                ensemble.rounds, ensemble.max_members)
+    if selection.is_ensemble:
+        log.info("Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",
+                 selection.weights, selection.score, selection.single_trial, selection.single_score)
+    else:
+        log.info("No ensemble beats the best single trial out of fold (%.4f): exporting one model.", selection.score)
+    return selection

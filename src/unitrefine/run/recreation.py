@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from unitrefine.config import PROJECT_ROOT, TrainConfig, validate_config
+from unitrefine.config import PROJECT_ROOT, TrainConfig, forget_removed_keys, validate_config
 from unitrefine.data.dataset import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
+from unitrefine.export.folder import CONFIG_FILE, HOLDOUT_PREDICTIONS_FILE, LEADERBOARD_FILE, TRAINING_DATA_FILE
 from unitrefine.export.model_info import read_model_info
 from unitrefine.options import command_options
 from unitrefine.run.recreation_checks import (
@@ -139,7 +140,7 @@ def recorded_config(recorded: Recorded, output: Path) -> TrainConfig:
     UnitRefineError
         If ``config.yaml`` is no longer a valid configuration (e.g. written by another version).
     """
-    raw = OmegaConf.load(recorded.folder / "config.yaml")
+    raw = OmegaConf.load(recorded.folder / CONFIG_FILE)
     assert isinstance(raw, DictConfig)
     # The recorded recordings are those left after dataset.exclude_recordings: excluding them again would fail.
     changes: dict[str, Any] = {
@@ -154,6 +155,7 @@ def recorded_config(recorded: Recorded, output: Path) -> TrainConfig:
     }
     for key, value in changes.items():
         OmegaConf.update(raw, key, value, merge=False)
+    forget_removed_keys(raw)  # keys no version reads any more (e.g. task.positive_class)
     try:
         return validate_config(raw)
     except UnitRefineError as exc:
@@ -207,7 +209,7 @@ def _where_data_changed(
         for r in cfg.dataset.recordings
     }
     found = data_differences(read_units(recorded.folder), current_units(fitted), files)
-    if (recorded.folder / "holdout_predictions.csv").is_file():
+    if (recorded.folder / HOLDOUT_PREDICTIONS_FILE).is_file():
         held = read_units(recorded.folder, features=False)
         held = held[~held["recording"].isin(set(recorded.info["trained_on"].get("recordings") or []))]
         found += data_differences(held, current_units(rest), files, features=False)
@@ -237,8 +239,8 @@ def _retrain_and_compare(
     if result is None:  # only a worker joining a shared study exports nothing; a memory study is never shared
         raise UnitRefineError("The re-training exported no model.")
     folder = result.model_folder
-    board = pd.read_csv(recorded.folder / "model_accuracies.csv")
-    differences, max_score = trial_differences(board, pd.read_csv(folder / "model_accuracies.csv"), tolerance)
+    board = pd.read_csv(recorded.folder / LEADERBOARD_FILE)
+    differences, max_score = trial_differences(board, pd.read_csv(folder / LEADERBOARD_FILE), tolerance)
     differences += export_differences(recorded.info, read_model_info(folder))
     found, predictions = _prediction_differences(recorded.folder, folder, tolerance)
     differences += found
@@ -262,7 +264,7 @@ def _prediction_differences(recorded: Path, recreated: Path, tolerance: float) -
 
     old_model, _ = load_model_folder(recorded)
     new_model, _ = load_model_folder(recreated)
-    units = pd.read_csv(recorded / "training_data.csv")
+    units = pd.read_csv(recorded / TRAINING_DATA_FILE)
     out = []
     try:
         max_proba, labels = prediction_difference(old_model, new_model, units)

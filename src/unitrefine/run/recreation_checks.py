@@ -18,6 +18,7 @@ import pandas as pd
 
 from unitrefine.config import TrainConfig
 from unitrefine.data.dataset import UnitTable
+from unitrefine.export.folder import HOLDOUT_PREDICTIONS_FILE, LABELS_FILE, LEADERBOARD_FILE, TRAINING_DATA_FILE
 from unitrefine.run.recreation_record import Recorded
 
 #: Columns of ``training_data.csv``/``labels.csv`` that identify a unit rather than hold a feature.
@@ -46,9 +47,9 @@ def read_units(folder: Path, features: bool = True) -> pd.DataFrame:
     """
     ids = {"recording": str, "unit_id": str, "label": str}
     if not features:
-        return pd.read_csv(folder / "holdout_predictions.csv", dtype=ids)[["recording", "unit_id", "label"]]
-    data = pd.read_csv(folder / "training_data.csv", dtype=ids)
-    labels = pd.read_csv(folder / "labels.csv", dtype=ids)[["recording", "unit_id", "label"]]
+        return pd.read_csv(folder / HOLDOUT_PREDICTIONS_FILE, dtype=ids)[["recording", "unit_id", "label"]]
+    data = pd.read_csv(folder / TRAINING_DATA_FILE, dtype=ids)
+    labels = pd.read_csv(folder / LABELS_FILE, dtype=ids)[["recording", "unit_id", "label"]]
     feats = [c for c in data.columns if c not in KEY_COLUMNS]
     data[feats] = data[feats].astype(np.float32)
     return labels.merge(data, on=list(KEY_COLUMNS), how="left", validate="one_to_one")
@@ -237,10 +238,10 @@ def prediction_difference(recorded_model: Any, recreated_model: Any, X: pd.DataF
 
 def holdout_difference(recorded: Path, recreated: Path) -> float | None:
     """The largest probability difference between two ``holdout_predictions.csv`` (None if either is missing)."""
-    if not (recorded / "holdout_predictions.csv").is_file() or not (recreated / "holdout_predictions.csv").is_file():
+    if not (recorded / HOLDOUT_PREDICTIONS_FILE).is_file() or not (recreated / HOLDOUT_PREDICTIONS_FILE).is_file():
         return None
-    a = pd.read_csv(recorded / "holdout_predictions.csv", dtype={"unit_id": str})
-    b = pd.read_csv(recreated / "holdout_predictions.csv", dtype={"unit_id": str})
+    a = pd.read_csv(recorded / HOLDOUT_PREDICTIONS_FILE, dtype={"unit_id": str})
+    b = pd.read_csv(recreated / HOLDOUT_PREDICTIONS_FILE, dtype={"unit_id": str})
     cols = [c for c in a.columns if c.startswith("probability_")]
     if list(a[list(KEY_COLUMNS)].itertuples(index=False)) != list(b[list(KEY_COLUMNS)].itertuples(index=False)) or (
         cols != [c for c in b.columns if c.startswith("probability_")]
@@ -254,7 +255,7 @@ def reproducibility_warnings(cfg: TrainConfig, recorded: Recorded) -> list[str]:
     from unitrefine.export.folder import package_versions
 
     out = []
-    board = pd.read_csv(recorded.folder / "model_accuracies.csv")
+    board = pd.read_csv(recorded.folder / LEADERBOARD_FILE)
     if cfg.search.timeout_s is not None:
         n, budget = len(board), cfg.search.n_trials
         ended = f"stopped on it after {n} of {budget} trials" if n < budget else "finished its budget"

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.export.model_info import read_model_info
+from unitrefine.export.folder import CONFIG_FILE, LABELS_FILE, LEADERBOARD_FILE, TRAINING_DATA_FILE
+from unitrefine.export.model_info import INFO_FILE, read_model_info
 from unitrefine.tracking.registry import is_registry_uri
 
 log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^(?:runs:/)?(?P<id>[0-9a-f]{32})/?$")
 #: What a model folder needs for its run to be re-created.
-RECORD_FILES = ("config.yaml", "model_info.json", "model_accuracies.csv", "training_data.csv", "labels.csv")
+RECORD_FILES = (CONFIG_FILE, INFO_FILE, LEADERBOARD_FILE, TRAINING_DATA_FILE, LABELS_FILE)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _read_record(folder: Path, source: str) -> dict[str, Any]:
         )
     info = read_model_info(folder)
     if not (info.get("trained_on") or {}).get("dataset_fingerprint"):
-        raise UnitRefineError(f"{folder / 'model_info.json'} records no trained_on.dataset_fingerprint to check.")
+        raise UnitRefineError(f"{folder / INFO_FILE} records no trained_on.dataset_fingerprint to check.")
     return info
 
 
@@ -87,7 +88,8 @@ def _from_store(source: str, run_id: str | None, tracking_uri: str, workdir: Pat
     UnitRefineError
         No such store, registered model or run, or a run without a model folder to re-create.
     """
-    from unitrefine.tracking.tracker import StoreMissing, registered_version
+    from unitrefine.tracking.lookups import StoreMissing
+    from unitrefine.tracking.registry import registered_version
 
     try:
         if run_id is None:
@@ -103,7 +105,7 @@ def _from_store(source: str, run_id: str | None, tracking_uri: str, workdir: Pat
 
 def _from_run(run_id: str, tracking_uri: str, workdir: Path, source: str) -> Recorded:
     """Download a training run's ``model_folder`` artifacts; keep its tags and the workers that ran its trials."""
-    from unitrefine.tracking.tracker import download_run_folder, has_model_folder, read_run, study_workers
+    from unitrefine.tracking.lookups import download_run_folder, has_model_folder, read_run, study_workers
 
     run = read_run(tracking_uri, run_id)
     if run is None:
@@ -124,7 +126,7 @@ def _from_run(run_id: str, tracking_uri: str, workdir: Path, source: str) -> Rec
 
 def _run_tags_if_reachable(run_id: str | None, tracking_uri: str | None) -> tuple[dict[str, str], tuple[str, ...]]:
     """A folder's run tags, when its run is in a local SQLite store that still exists (else none)."""
-    from unitrefine.tracking.tracker import StoreMissing, read_run, study_workers
+    from unitrefine.tracking.lookups import StoreMissing, read_run, study_workers
 
     if not run_id or not tracking_uri or not tracking_uri.startswith("sqlite:///"):
         return {}, ()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 
-from unitrefine.config import TrainConfig
+from unitrefine.config import SearchConfig
 from unitrefine.run.warm_start import QueuedTrial
+from unitrefine.search.budget import budget
 from unitrefine.search.resume import check_identity, choose_study
-from unitrefine.search.storage import StudyStorage, default_storage, open_storage
-from unitrefine.search.study import EXPORTED_ATTR, RUN_ATTR, WARM_START_ATTR, budget, create_study
-from unitrefine.tracking.tracker import NullTracker, Tracker, default_tracking_uri
+from unitrefine.search.storage import StudyStorage, open_storage
+from unitrefine.search.study import EXPORTED_ATTR, RUN_ATTR, create_study
+from unitrefine.search.trial_attrs import WARM_START_ATTR
+from unitrefine.tracking.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,35 @@ class Session:
     experiment: str
 
 
+@dataclass(frozen=True)
+class StudyPlace:
+    """What joining a study needs of the configuration.
+
+    Attributes
+    ----------
+    search : SearchConfig
+        ``search.resume``, the budget (``n_trials``, ``max_retries``), the pruner and sampler settings, the
+        heartbeat of database storages, ``warm_start`` (recorded on a new parent run).
+    experiment : str
+        ``experiment_name``: the study lock, and the name of its studies.
+    seed : int
+        The sampler's seed.
+    storage : str
+        The study storage to open: ``search.storage``, or its default
+        (:func:`unitrefine.search.storage.default_storage`).
+    resolve : callable
+        Resolves a relative storage path against the project root.
+    """
+
+    search: SearchConfig
+    experiment: str
+    seed: int
+    storage: str
+    resolve: Callable[[str], Path]
+
+
 def join_study(
-    cfg: TrainConfig,
+    place: StudyPlace,
     identity: Mapping[str, str],
     queued: Sequence[QueuedTrial],
     make_tracker: Callable[[], Tracker | NullTracker],
@@ -58,8 +88,8 @@ def join_study(
 
     Parameters
     ----------
-    cfg : TrainConfig
-        ``search`` (storage, resume, budget), ``tracking``, ``experiment_name``, ``seed``.
+    place : StudyPlace
+        Where the study lives, and how it is searched.
     identity : mapping
         :func:`unitrefine.search.study.study_identity` of this configuration: the experiment's study started with it is
         continued, or a fresh one started beside the others (:func:`unitrefine.search.resume.choose_study`).
@@ -77,40 +107,46 @@ def join_study(
         If the storage cannot be opened, or (``search.resume=strict``) no study of the experiment was started with
         this configuration.
     """
-    spec = cfg.search.storage or default_storage(
-        cfg.tracking.enabled, cfg.tracking.uri or default_tracking_uri(cfg.root_dir), cfg.root_dir, cfg.experiment_name
-    )
-    store = open_storage(cfg.search, spec, cfg.resolve_path)
+    search = place.search
+    store = open_storage(search, place.storage, place.resolve)
     try:
-        with store.study_lock(cfg.experiment_name):
+        with store.study_lock(place.experiment):
             # Retraining with new labels from a previous model (search.warm_start) is a study of other data: a
             # fresh study beside the one it learns from.
-            name = choose_study(store.storage, cfg.experiment_name, identity, cfg.search.resume, store.label)
-            study = create_study(name, cfg.search, cfg.seed, store.storage)
-            if check_identity(study, identity, store.label):
-                for q in list(queued)[: cfg.search.n_trials] if not study.get_trials(deepcopy=False) else []:
-                    study.enqueue_trial(dict(q.params), user_attrs=dict(q.user_attrs) or None)
-                log.info("Study '%s' created in %s.", name, store.label)
-            else:
-                # Every worker seeds its sampler with the same seed: those joining an existing study (other
-                # workers, resumed runs) would replay the creator's random draws and run trials twice.
-                study.sampler.reseed_rng()
-                if cfg.search.warm_start:
-                    log.info("search.warm_start applies to new studies only: resuming '%s' as it is.", name)
-                b = budget(study.get_trials(deepcopy=False), cfg.search.max_retries)
-                log.info(
-                    "Resuming study '%s' in %s: %d of %d trials finished, %d running elsewhere.",
-                    name, store.label, b.counted, cfg.search.n_trials, b.running,
-                )
+            name = choose_study(store.storage, place.experiment, identity, search.resume, store.label)
+            study = create_study(name, search, place.seed, store.storage)
+            _start_or_resume(study, store, identity, queued, search)
             tracker = make_tracker()
-            run_id = _parent_run(study, tracker, cfg.search.n_trials, cfg.search.max_retries, run_name,
+            run_id = _parent_run(study, tracker, search.n_trials, search.max_retries, run_name,
                                  {**tags, "unitrefine.search.study": name, "unitrefine.study_storage": store.label,
-                                  **({WARM_START_ATTR: cfg.search.warm_start} if cfg.search.warm_start else {})},
+                                  **({WARM_START_ATTR: search.warm_start} if search.warm_start else {})},
                                  params)
     except BaseException:
         store.close()
         raise
-    return Session(study, store, tracker, run_id, cfg.experiment_name)
+    return Session(study, store, tracker, run_id, place.experiment)
+
+
+def _start_or_resume(
+    study: optuna.Study, store: StudyStorage, identity: Mapping[str, str], queued: Sequence[QueuedTrial],
+    search: SearchConfig,
+) -> None:
+    """A new study gets its identity and its ``queued`` trials; a resumed one a fresh random stream."""
+    if check_identity(study, identity, store.label):
+        for q in list(queued)[: search.n_trials] if not study.get_trials(deepcopy=False) else []:
+            study.enqueue_trial(dict(q.params), user_attrs=dict(q.user_attrs) or None)
+        log.info("Study '%s' created in %s.", study.study_name, store.label)
+        return
+    # Every worker seeds its sampler with the same seed: those joining an existing study (other
+    # workers, resumed runs) would replay the creator's random draws and run trials twice.
+    study.sampler.reseed_rng()
+    if search.warm_start:
+        log.info("search.warm_start applies to new studies only: resuming '%s' as it is.", study.study_name)
+    b = budget(study.get_trials(deepcopy=False), search.max_retries)
+    log.info(
+        "Resuming study '%s' in %s: %d of %d trials finished, %d running elsewhere.",
+        study.study_name, store.label, b.counted, search.n_trials, b.running,
+    )
 
 
 def _parent_run(

@@ -28,22 +28,28 @@ from unitrefine.export.model_info import ModelInfo, TrainedOn
 from unitrefine.export.report import Export, HeldOut, evaluate_holdout, spec_params, write_folder
 from unitrefine.model.estimate import (
     EstimatePlan,
-    GroupScore,
+    OutOfAnimal,
+    fit_review_calibration,
     group_estimate,
     new_recording_estimate,
+    out_of_animal,
     plan_estimate,
-    score_fold,
+    predict_fold,
 )
-from unitrefine.model.final_model import FinalModel, choose_final_model, fit_spec, member, prepare_candidates
+from unitrefine.model.final_model import FinalModel, Fitting, choose_final_model, fit_spec, member, prepare_candidates
+from unitrefine.model.uncertainty import ReviewCalibration
 from unitrefine.progress import TrialProgress, parallel_map
-from unitrefine.run.session import Session, join_study
+from unitrefine.run.election import Finalizer
+from unitrefine.run.session import Session, StudyPlace, join_study
 from unitrefine.run.warm_start import queued_trials
-from unitrefine.run.workers import Finalizer, Worker
+from unitrefine.run.workers import Worker
+from unitrefine.search.budget import budget, trial_counts
 from unitrefine.search.estimators import TRUSTED_TYPES
 from unitrefine.search.evaluation import Plan, make_plan, scorer
 from unitrefine.search.objective import Objective
 from unitrefine.search.search_space import SearchSpace, parse_search_space
-from unitrefine.search.study import budget, stopped_by_timeout, study_identity, trial_counts
+from unitrefine.search.storage import default_storage
+from unitrefine.search.study import stopped_by_timeout, study_identity
 from unitrefine.tracking.tracker import NullTracker, Tracker, default_artifact_location, default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -111,15 +117,16 @@ class Refits:
     fitted_on : UnitTable
     estimate_plan : EstimatePlan or None
         The estimate's refits (None: no estimate).
-    estimate_scores : list of list of GroupScore
-        Per refit of ``estimate_plan``, its scores on each group it left out (alone, and after reviews).
+    estimate_predictions : list of list of OutOfAnimal
+        Per refit of ``estimate_plan``, its predictions on each group it left out (out-of-animal predictions:
+        scored by the estimate, and what the review queue's ranking is calibrated on).
     """
 
     on_train: Pipeline | None
     exported: Pipeline
     fitted_on: UnitTable
     estimate_plan: EstimatePlan | None
-    estimate_scores: list[list[GroupScore]]
+    estimate_predictions: list[list[OutOfAnimal]]
 
 
 def load(cfg: TrainConfig) -> UnitTable:
@@ -198,8 +205,11 @@ def search(cfg: TrainConfig, data: Data, run: RunRecord) -> Exporter | None:
     binding = binding_limits(cfg.search.unit_limits, components, len(data.train))
     identity = study_identity(cfg.search_space, data.train.fingerprint(), data.plan.folds,
                               {"scoring": cfg.cv.scoring, **({"unit_limits": binding} if binding else {})}, cfg.seed)
-    session = join_study(cfg, identity, queued_trials(cfg, space), lambda: _make_tracker(cfg), run.name, run.tags,
-                         run.config)
+    uri = cfg.tracking.uri or default_tracking_uri(cfg.root_dir)
+    storage = cfg.search.storage or default_storage(cfg.tracking.enabled, uri, cfg.root_dir, cfg.experiment_name)
+    place = StudyPlace(cfg.search, cfg.experiment_name, cfg.seed, storage, cfg.resolve_path)
+    queued = queued_trials(space, cfg.search, cfg.task.name, uri, cfg.resolve_path)
+    session = join_study(place, identity, queued, lambda: _make_tracker(cfg), run.name, run.tags, run.config)
 
     def params_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         return spec_params(space.partial_spec(t.params))
@@ -237,8 +247,10 @@ def choose(cfg: TrainConfig, searched: Searched, data: Data) -> FinalModel:
     log.info("Best trial %d: CV %s %.4f with %s", best.number, cfg.cv.scoring, best.value,
              spec_params(searched.space.spec_from_params(best.params)))
     if searched.objective.keep_oof:
-        prepare_candidates(cfg, study, searched.objective)
-    return choose_final_model(cfg, study, searched.space, searched.objective, data.train)
+        prepare_candidates(cfg.ensemble.candidates, study, searched.objective)
+    fitting = Fitting(cfg.seed, cfg.search.unit_limits, cfg.calibration.method, cfg.cv)
+    return choose_final_model(study, searched.space, searched.objective, data.train, cfg.ensemble, cfg.threshold,
+                              fitting)
 
 
 def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
@@ -247,8 +259,8 @@ def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
     The sets: the search's recordings (scored on the held-out ones), all but each left-out animal (scored on
     it, for the estimate) and the recordings the exported model is fitted on (all of them with
     ``cv.refit_on_all``). Sets that coincide (e.g. the held-out animal is one of the estimate's) are fitted
-    once. Each estimate refit is scored as soon as it is fitted and then dropped, so memory holds at most
-    ``search.n_jobs`` of them.
+    once. Each estimate refit predicts the groups it left out as soon as it is fitted and is then dropped, so
+    memory holds at most ``search.n_jobs`` of them (and the predictions: a few numbers per unit).
     """
     table, plan = data.table, data.plan
     has_held = len(data.held) > 0
@@ -262,21 +274,21 @@ def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
         folds_of.setdefault(_add(sets, est.training_positions(k)), []).append(k)
     keys = list(sets)
 
-    def fit_and_score(key: bytes) -> tuple[Pipeline | None, list[tuple[int, list[GroupScore]]]]:
+    def fit_and_predict(key: bytes) -> tuple[Pipeline | None, list[tuple[int, list[OutOfAnimal]]]]:
         model = final.fit(table.subset(sets[key]))
-        scores = [(k, score_fold(model, table, est.folds[k])) for k in folds_of.get(key, [])] if est else []
-        return (model if key in (export_key, train_key) else None), scores
+        predicted = [(k, predict_fold(model, table, est.folds[k])) for k in folds_of.get(key, [])] if est else []
+        return (model if key in (export_key, train_key) else None), predicted
 
     log.info("%d fits of the exported model (%d estimate refits; training sets that coincide are fitted once), "
              "%d side by side.", len(keys), len(est.folds) if est else 0, min(cfg.search.n_jobs, len(keys)))
-    results = dict(zip(keys, parallel_map(fit_and_score, keys, cfg.search.n_jobs, "refits")))
-    scores = dict(pair for _, fold_scores in results.values() for pair in fold_scores)
+    results = dict(zip(keys, parallel_map(fit_and_predict, keys, cfg.search.n_jobs, "refits")))
+    predictions = dict(pair for _, fold_predictions in results.values() for pair in fold_predictions)
     exported = results[export_key][0]
     assert exported is not None
     return Refits(
         on_train=results[train_key][0] if train_key is not None else None, exported=exported,
         fitted_on=table.subset(fitted_on_positions), estimate_plan=est,
-        estimate_scores=[scores[k] for k in range(len(est.folds))] if est else [],
+        estimate_predictions=[predictions[k] for k in range(len(est.folds))] if est else [],
     )
 
 
@@ -302,8 +314,9 @@ def evaluate(cfg: TrainConfig, final: FinalModel, searched: Searched, data: Data
 
 
 def estimate(searched: Searched, refits: Refits, held: HeldOut | None) -> dict[str, Any]:
-    """The expectation for new recordings: leave-one-animal-out scores, else held-out, else the CV score."""
-    groups = group_estimate(refits.estimate_plan, refits.estimate_scores) if refits.estimate_plan else None
+    """The expectation for new recordings: leave-one-animal-out scores, else held-out, else the CV score; with the
+    refits, what a review budget buys with the review queue's calibrated ranking."""
+    groups = group_estimate(refits.estimate_plan, refits.estimate_predictions) if refits.estimate_plan else None
     best = searched.study.best_trial
     return new_recording_estimate(groups, None if held is None else held.report, float(best.value),
                                   searched.counts.get("complete", 0))
@@ -315,6 +328,7 @@ def model_info(
 ) -> ModelInfo:
     """The exported model's ``model_info.json`` record (``tracking``: the MLflow ``tracking_uri`` and ``run_id``)."""
     table, fitted_on, best = data.table, refits.fitted_on, searched.study.best_trial
+    calibration = review_calibration(refits)
     return ModelInfo(
         metric_params=table.metric_params if table.metric_params is not None else metric_params_for(table.X.columns),
         requirements=run.versions,
@@ -337,7 +351,18 @@ def model_info(
         mlflow=dict(tracking),
         trusted_types=list(TRUSTED_TYPES),
         stage_seconds=dict(stage_seconds),
+        review_ranking="margin" if calibration is None else "calibrated",
+        review_calibration=None if calibration is None else calibration.to_dict(),
     )
+
+
+def review_calibration(refits: Refits) -> ReviewCalibration | None:
+    """The review queue's calibration: fitted on every group's out-of-animal predictions of the estimate's refits
+    (None without an estimate of two groups or more: the queue then ranks by the margin)."""
+    if refits.estimate_plan is None:
+        return None
+    groups = out_of_animal(refits.estimate_plan, refits.estimate_predictions)
+    return fit_review_calibration(list(groups.values())) if len(groups) >= 2 else None
 
 
 def model_folder_path(cfg: TrainConfig, run_id: str | None) -> Path:

@@ -11,7 +11,7 @@ from unitrefine.export.report import UI_HOST, UI_PORT, Export, TrainResult, lead
 from unitrefine.progress import Stages, shown
 from unitrefine.run import stages as s
 from unitrefine.run.preflight import preflight
-from unitrefine.tracking.tracker import runs_page
+from unitrefine.tracking.runs_view import runs_page
 
 __all__ = ["TrainResult", "train"]
 

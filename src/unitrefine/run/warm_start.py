@@ -17,22 +17,21 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from unitrefine.config import TrainConfig
+from unitrefine.config import SearchConfig
 from unitrefine.errors import UnitRefineError
+from unitrefine.export.folder import LEADERBOARD_FILE
 from unitrefine.export.model_info import INFO_FILE, read_model_info
 from unitrefine.search.search_space import Param, SearchSpace
-from unitrefine.search.study import WARM_START_ATTR
+from unitrefine.search.trial_attrs import WARM_START_ATTR
 
 log = logging.getLogger(__name__)
-
-LEADERBOARD = "model_accuracies.csv"
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def previous_configurations(folder: Path) -> list[tuple[str, dict[str, Any]]]:
         members = sorted(info.get("ensemble") or [], key=lambda m: -int(m.get("weight", 0)))
         found += [(f"ensemble member trial {m.get('trial')}", m["configuration"]) for m in members
                   if isinstance(m.get("configuration"), dict)]
-    board_path = folder / LEADERBOARD
+    board_path = folder / LEADERBOARD_FILE
     if board_path.is_file():
         board = pd.read_csv(board_path, dtype=str, keep_default_na=False)
         if not {"trial", "state", "cv_score", "params", "classifier"} <= set(board.columns):
@@ -89,7 +88,7 @@ def previous_configurations(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     if not found:
         raise UnitRefineError(
             f"search.warm_start: {folder} records no search (no best_configuration in model_info.json, no "
-            f"{LEADERBOARD}). Give a model folder written by unitrefine.train, or its models:/<name>@<alias>."
+            f"{LEADERBOARD_FILE}). Give a model folder written by unitrefine.train, or its models:/<name>@<alias>."
         )
     out, seen = [], set()
     for label, params in found:
@@ -129,7 +128,8 @@ def _valid(param: Param, value: Any) -> tuple[bool, Any]:
 def _describe(param: Param) -> str:
     if param.kind == "categorical":
         return f"the choices {list(param.choices)}"
-    return f"[{param.low}, {param.high}]" + (f" step {param.step}" if param.step else "") + (" log" if param.log else "")
+    step = f" step {param.step}" if param.step else ""
+    return f"[{param.low}, {param.high}]{step}" + (" log" if param.log else "")
 
 
 def fit_to_space(params: Mapping[str, Any], space: SearchSpace) -> tuple[dict[str, Any] | None, list[str]]:
@@ -180,24 +180,36 @@ def fit_to_space(params: Mapping[str, Any], space: SearchSpace) -> tuple[dict[st
     return out, notes
 
 
-def _source_folder(spec: str, cfg: TrainConfig, tmp: Path) -> tuple[Path, str]:
+def _source_folder(spec: str, tracking_uri: str, resolve: Callable[[str], Path], tmp: Path) -> tuple[Path, str]:
     from unitrefine.tracking.registry import download_model_folder, is_registry_uri
 
     if is_registry_uri(spec):
-        from unitrefine.tracking.tracker import default_tracking_uri
-
-        uri = cfg.tracking.uri or default_tracking_uri(cfg.root_dir)
         try:
-            return download_model_folder(spec, uri, tmp), spec
+            return download_model_folder(spec, tracking_uri, tmp), spec
         except UnitRefineError as exc:
             raise UnitRefineError(f"search.warm_start: {exc}") from None
-    folder = cfg.resolve_path(spec).resolve()
+    folder = resolve(spec).resolve()
     return folder, str(folder)
 
 
-def warm_start_trials(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]:
+def warm_start_trials(
+    space: SearchSpace, search: SearchConfig, task: str, tracking_uri: str, resolve: Callable[[str], Path]
+) -> list[QueuedTrial]:
     """The previous model's best configurations valid in ``space`` (``search.warm_start``), at most
     ``search.warm_start_trials`` of them; each carries its origin in :data:`WARM_START_ATTR`.
+
+    Parameters
+    ----------
+    space : SearchSpace
+        The current search space.
+    search : SearchConfig
+        ``warm_start`` (a model folder or ``models:/<name>@<alias>``) and ``warm_start_trials``.
+    task : str
+        This run's task (a model trained for another one is warned about).
+    tracking_uri : str
+        The MLflow store a ``models:/`` warm start is looked up in.
+    resolve : callable
+        Resolves a relative model folder against the project root.
 
     Raises
     ------
@@ -205,21 +217,38 @@ def warm_start_trials(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]
         The model folder or registered model cannot be found, records no search, or none of its
         configurations fits the current search space.
     """
-    spec = cfg.search.warm_start
+    spec = search.warm_start
     if not spec:
         return []
     with tempfile.TemporaryDirectory(prefix="unitrefine-warm-start-") as tmp:
-        folder, source = _source_folder(spec, cfg, Path(tmp))
+        folder, source = _source_folder(spec, tracking_uri, resolve, Path(tmp))
         configurations = previous_configurations(folder)
-        task = _task_of(folder)
-    if task is not None and task != cfg.task.name:
+        trained_for = _task_of(folder)
+    if trained_for is not None and trained_for != task:
         log.warning("search.warm_start: %s was trained for task '%s', this run is '%s'; its configurations are tried "
-                    "first anyway.", source, task, cfg.task.name)
+                    "first anyway.", source, trained_for, task)
+    queued, skipped = _fitting(configurations, space, source, search.warm_start_trials)
+    for reason in skipped:
+        log.info("Warm start: skipped %s", reason)
+    if not queued:
+        raise UnitRefineError(
+            f"search.warm_start: none of the configurations of {source} fits the current search space "
+            f"({'; '.join(skipped)}). Allow their classifiers in search_space.classifier, or drop search.warm_start."
+        )
+    log.info("Warm start from %s: %d configuration(s) queued first, %d skipped.", source, len(queued), len(skipped))
+    return queued
+
+
+def _fitting(
+    configurations: list[tuple[str, dict[str, Any]]], space: SearchSpace, source: str, limit: int
+) -> tuple[list[QueuedTrial], list[str]]:
+    """The first ``limit`` distinct ``configurations`` that fit ``space`` (:func:`fit_to_space`), as queued
+    trials; and why the others before the last queued one were skipped."""
     queued: list[QueuedTrial] = []
     seen: set[str] = set()
     skipped = []
     for label, params in configurations:
-        if len(queued) >= cfg.search.warm_start_trials:
+        if len(queued) >= limit:
             break
         fitted, notes = fit_to_space(params, space)
         if fitted is None:
@@ -233,15 +262,7 @@ def warm_start_trials(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]
         queued.append(QueuedTrial(fitted, {WARM_START_ATTR: f"{source} {label}"}))
         log.info("Warm start: queued %s of %s: %s%s", label, source, fitted,
                  f" (left to the sampler or overridden: {'; '.join(notes)})" if notes else "")
-    for reason in skipped:
-        log.info("Warm start: skipped %s", reason)
-    if not queued:
-        raise UnitRefineError(
-            f"search.warm_start: none of the configurations of {source} fits the current search space ({'; '.join(skipped)}). "
-            "Allow their classifiers in search_space.classifier, or drop search.warm_start."
-        )
-    log.info("Warm start from %s: %d configuration(s) queued first, %d skipped.", source, len(queued), len(skipped))
-    return queued
+    return queued, skipped
 
 
 def _task_of(folder: Path) -> str | None:
@@ -253,8 +274,10 @@ def _task_of(folder: Path) -> str | None:
     return task.get("name") if isinstance(task, dict) else None
 
 
-def queued_trials(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]:
-    """What a new study runs first: the warm-start configurations, then (``search.enqueue_defaults``) every
-    classifier at middle-of-range settings."""
-    defaults = [QueuedTrial(dict(p)) for p in space.fixed_trials()] if cfg.search.enqueue_defaults else []
-    return [*warm_start_trials(cfg, space), *defaults]
+def queued_trials(
+    space: SearchSpace, search: SearchConfig, task: str, tracking_uri: str, resolve: Callable[[str], Path]
+) -> list[QueuedTrial]:
+    """What a new study runs first: the warm-start configurations (:func:`warm_start_trials`, same parameters),
+    then (``search.enqueue_defaults``) every classifier at middle-of-range settings."""
+    defaults = [QueuedTrial(dict(p)) for p in space.fixed_trials()] if search.enqueue_defaults else []
+    return [*warm_start_trials(space, search, task, tracking_uri, resolve), *defaults]

@@ -9,40 +9,18 @@ command against one storage. They cooperate through three things the storage pro
   interrupted trials, and starts a trial only if ``counted + running < n_trials``; Optuna's ``ask`` (which
   pops a queued trial first) runs while the lock is held, and so does drawing the trial's parameters; then
   the lock is released and the trial runs. So no two workers can both take the last slot of the budget, and
-  the study ends with exactly ``n_trials`` counted trials (:func:`unitrefine.search.study.budget`).
+  the study ends with exactly ``n_trials`` counted trials (:func:`unitrefine.search.budget.budget`).
 * **liveness**: Optuna's heartbeat (RDB storages) or a lock file per worker (journal files), so a killed
-  worker's running trial is failed and retried by another worker, or by the next run of the command.
+  worker's running trial is failed and retried by another worker, or by the next run of the command
+  (:mod:`unitrefine.run.trial_records`).
 * the **finalize lock**, taken without waiting by a worker that finds no trial running and the budget
   used up: the one that gets it refits, exports and registers; it records that in the study, so that a
-  later worker (or a re-run) finds nothing left to do.
+  later worker (or a re-run) finds nothing left to do (:mod:`unitrefine.run.election`).
 
 A worker with nothing left to claim waits for the trials other workers are running (one of them may be
-orphaned and retried), so the last worker to finish is the one that exports.
-
-Reproducibility. One worker process gives the same trials, and so the same model, on a busy or an idle machine,
-whatever its ``search.n_jobs``. What the sampler and the pruner know when they decide must not depend on which
-trial finished first, so a worker with ``n`` threads keeps a window of ``n`` trials (:class:`_Window`):
-
-* trial ``k`` is asked (in trial-number order, under the study lock) only once trial ``k - n`` is told, and all
-  its parameters are drawn then (the objective's ``sample``), so the sampler's random draws are taken in that
-  order and it sees exactly trials ``<= k - n`` finished and trials ``k - n + 1 .. k - 1`` running (TPE's
-  ``constant_liar`` counts those with their parameters);
-* a finished trial ``k`` is told only after trial ``k + n - 1`` is asked and every earlier trial is told: a
-  fast trial waits for the slower ones started before it (the cost: an idle thread while it waits);
-* the pruner judges trial ``k`` by trials ``<= k - n`` only (:class:`unitrefine.search.study.WindowedPruner`);
-* trials are told, logged to MLflow and counted by the callbacks in trial-number order;
-* a trial the objective's ``sample`` marks a duplicate (its configuration was evaluated by an earlier trial:
-  :data:`unitrefine.search.study.DUPLICATE_ATTR`) is not run: it is told PRUNED at once, under the study lock, so in ask
-  order, and takes no place in the window (the next trial is asked at once); it is not logged to MLflow nor
-  passed to the callbacks, and does not count toward the budget. A worker stops asking when the last
-  :data:`unitrefine.search.study.MAX_DUPLICATES_IN_A_ROW` trials were all duplicates (the search space looks exhausted).
-
-With ``n = 1`` this is the sequential study. Reproducibility ends where timing decides what runs: a time cap
-(``search.timeout_s``; a search it stops is recorded as such, :func:`unitrefine.search.study.stopped_by_timeout`);
-several worker processes, on one host or many, on one study (each keeps its own window; what one sees of the
-others' trials depends on timing); resuming an interrupted study (the resumed sampler draws from a fresh random
-stream, so that workers joining a study do not repeat the creator's draws); and an objective without a
-``sample`` method (its parameters are drawn while other trials run).
+orphaned and retried), so the last worker to finish is the one that exports. Within a worker, the order of asks
+and tells is fixed (:mod:`unitrefine.run.window`), so that one worker gives the same trials on a busy or an idle
+machine.
 """
 
 from __future__ import annotations
@@ -52,64 +30,24 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import optuna
 
 from unitrefine.errors import is_interrupt
+from unitrefine.run.election import Finalizer, elect
 from unitrefine.run.session import Session
+from unitrefine.run.trial_records import TrialParams, log_orphans, record_stopped, settle
+from unitrefine.run.window import Window
+from unitrefine.search.budget import MAX_DUPLICATES_IN_A_ROW, Budget, budget, is_duplicate
 from unitrefine.search.locks import Lock
-from unitrefine.search.storage import WORKER_ATTR
-from unitrefine.search.study import (
-    DUPLICATE_ATTR,
-    EXPORTED_ATTR,
-    MAX_DUPLICATES_IN_A_ROW,
-    Budget,
-    WindowedPruner,
-    budget,
-    is_duplicate,
-    record_stopped_by_timeout,
-    retry,
-)
-from unitrefine.tracking.tracker import NullTracker
+from unitrefine.search.pruning import WindowedPruner
+from unitrefine.search.study import record_stopped_by_timeout
+from unitrefine.search.trial_attrs import DUPLICATE_ATTR, WORKER_ATTR
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-TrialParams = Callable[[optuna.trial.FrozenTrial], Mapping[str, Any]]
-
-
-class Finalizer:
-    """Held by the one worker that refits, exports and registers; records the export in the study on success.
-
-    Use as a context manager around the export; call :meth:`exported` with what was produced.
-    """
-
-    def __init__(self, lock: Lock, study: optuna.Study, n_finished: int, run_id: str) -> None:
-        self.lock = lock
-        self.study = study
-        self.n_finished = n_finished
-        self.run_id = run_id
-        self._record: dict[str, Any] = {}
-
-    def exported(self, folder: Any, model_version: str | None) -> None:
-        """Note the model folder and registered version, to be recorded in the study."""
-        self._record = {"model_folder": str(folder), "model_version": model_version}
-
-    def __enter__(self) -> Finalizer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if exc_type is None:
-                self.study.set_user_attr(
-                    EXPORTED_ATTR, {"n_finished": self.n_finished, "run_id": self.run_id, **self._record}
-                )
-        finally:
-            self.lock.release()
 
 
 @runtime_checkable
@@ -123,99 +61,6 @@ class SampledObjective(Protocol):
     def __call__(self, trial: optuna.Trial) -> float:
         """Evaluate ``trial``."""
         ...
-
-
-class _Window:
-    """Orders one worker's asks and tells so that what the sampler and the pruner see does not depend on timing.
-
-    Positions count this worker's asks (other workers' trials are not in it). Ask ``s`` waits until the trial
-    asked at ``s - size`` is told. The trial asked at ``s`` is told once every earlier one is told and the
-    trial at ``s + size - 1`` is asked, or at once when this worker will ask no more (:meth:`close`: budget
-    used, time cap) or stops (:meth:`halt`).
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._cond = threading.Condition()
-        self._asked = 0
-        self._told = 0
-        self._untold: dict[int, int] = {}  # trial number -> its position, until it is told
-        self._held: set[int] = set()  # trials finished and waiting for their turn to be told
-        self._closed = False
-        self._halted = False
-
-    def _free(self) -> bool:
-        return self._halted or self._asked - self._told < self.size
-
-    def may_ask(self) -> bool:
-        """Whether this worker may ask a trial now."""
-        with self._cond:
-            return self._free()
-
-    def wait_to_ask(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until this worker may ask a trial; whether it may."""
-        with self._cond:
-            return self._cond.wait_for(self._free, timeout)
-
-    def cutoff(self, number: int) -> int:
-        """What a trial asked now may see: the trials numbered below this worker's oldest untold trial."""
-        with self._cond:
-            return min(self._untold, default=number)
-
-    def asked(self, number: int) -> None:
-        """Trial ``number`` was asked and its parameters drawn."""
-        with self._cond:
-            self._untold[number] = self._asked
-            self._asked += 1
-            self._cond.notify_all()
-
-    def _turn(self, number: int) -> bool:
-        position = self._untold.get(number)
-        if self._halted or position is None:
-            return True
-        return position == self._told and (self._closed or self._asked >= position + self.size)
-
-    def wait_to_tell(self, number: int, poll_s: float) -> None:
-        """Wait until finished trial ``number`` may be told."""
-        with self._cond:
-            self._held.add(number)
-            while not self._turn(number):
-                self._cond.wait(poll_s)
-
-    def told(self, number: int) -> None:
-        """Trial ``number`` was told."""
-        with self._cond:
-            if self._untold.pop(number, None) is not None:
-                self._told += 1
-            self._held.discard(number)
-            self._cond.notify_all()
-
-    def dropped(self, number: int) -> None:
-        """Trial ``number`` stopped waiting for its turn without being told (the worker stops)."""
-        with self._cond:
-            self._held.discard(number)
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """This worker asks no more trials (budget used, time cap): results are told at once, in order.
-
-        For good: a thread that still asks one later (a retry of another worker's trial, or a thread that was
-        past its time check) must not wait for asks that no thread will make.
-        """
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def halt(self) -> None:
-        """The worker stops: nothing waits any more."""
-        with self._cond:
-            self._halted = True
-            self._cond.notify_all()
-
-    def wait_released(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until no finished trial waits to be told."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._held, timeout)
 
 
 class _ThreadState(threading.local):
@@ -264,10 +109,10 @@ class Worker:
     _deadline: float | None = field(default=None, init=False)
     _timed_out: bool = field(default=False, init=False)
     _exhausted: bool = field(default=False, init=False)
-    _window: _Window = field(init=False)
+    _window: Window = field(init=False)
 
     def __post_init__(self) -> None:
-        self._window = _Window(self.n_jobs)
+        self._window = Window(self.n_jobs)
 
     @property
     def study(self) -> optuna.Study:
@@ -296,7 +141,7 @@ class Worker:
                 b = self._prepare()
                 if b.counted < self.n_trials and not b.exhausted:
                     self.session.tracker.set_running()
-                self._reconcile()
+                log_orphans(self.session, self._params)
             for t in threads:
                 t.start()
             self._loop(lock)
@@ -337,7 +182,7 @@ class Worker:
             if self._past_deadline():
                 return
             if not self._window.wait_to_ask(self.poll_s):
-                continue  # this worker's oldest trial still runs (see _Window)
+                continue  # this worker's oldest trial still runs (see Window)
             lock.acquire()
             self._state.holds_lock = True
             try:
@@ -398,7 +243,7 @@ class Worker:
 
     def _claimed(self, trial: optuna.Trial) -> float:
         """The objective as Optuna calls it, under the study lock: start the trial, release the lock, run it, and
-        return its result (or raise TrialPruned) only when it is its turn to be told (:class:`_Window`)."""
+        return its result (or raise TrialPruned) only when it is its turn to be told (:class:`Window`)."""
         trial.set_user_attr(WORKER_ATTR, self.session.store.worker_id)
         self._running[threading.get_ident()] = trial.number
         earlier = self._start(trial)
@@ -455,43 +300,7 @@ class Worker:
 
     def _prepare(self) -> Budget:
         """Under the study lock: fail orphaned trials, queue retries of interrupted ones, count the budget."""
-        self.session.store.fail_orphaned(self.study)
-        b = budget(self.study.get_trials(deepcopy=False), self.max_retries)
-        if b.to_retry:
-            for t in b.to_retry:
-                retry(self.study, t)
-                log.warning("Trial %d was interrupted before it finished: it is run again.", t.number)
-                if not self.session.tracker.has_trial_run(self.study.study_name, t.number):
-                    self.session.tracker.log_trial(
-                        self.study, t, self._params(t), status="KILLED",
-                        error="its worker stopped before the trial finished; the trial was run again",
-                    )
-            b = budget(self.study.get_trials(deepcopy=False), self.max_retries)
-        return b
-
-    def _reconcile(self) -> None:
-        """Log to MLflow the finished trials whose worker died before it could (killed right after the trial).
-
-        Only trials of workers that are gone: a live worker logs its own trials, so none is logged twice.
-        """
-        tracker = self.session.tracker
-        if isinstance(tracker, NullTracker):
-            return
-        alive: dict[str | None, bool] = {}
-        orphans = []
-        for t in self.study.get_trials(deepcopy=False):
-            worker = t.user_attrs.get(WORKER_ATTR)
-            if worker not in alive:
-                alive[worker] = self.session.store.is_alive(worker)
-            if t.state.is_finished() and not alive[worker] and not is_duplicate(t):
-                orphans.append(t)
-        if not orphans:
-            return
-        logged = tracker.logged_trials(self.study.study_name)
-        for t in orphans:
-            if t.number not in logged:
-                log.info("Trial %d finished but was not in MLflow (its worker stopped): logging it.", t.number)
-                tracker.log_trial(self.study, t, self._params(t))
+        return settle(self.session, self.max_retries, self._params)
 
     def _params(self, trial: optuna.trial.FrozenTrial) -> Mapping[str, Any]:
         """:attr:`trial_params`, or Optuna's parameters of a trial stopped while they were drawn (some missing)."""
@@ -517,62 +326,13 @@ class Worker:
         """
         self._halt()
         self._window.wait_released(timeout=5.0)
-        trials = self.study.get_trials(deepcopy=False)
-        for number in list(self._running.values()):
-            self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            trial = self.study.get_trials(deepcopy=False)[number]
-            if trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs \
-                    and not is_duplicate(trial):
-                self.session.tracker.log_trial(
-                    self.study, trial, self._params(trial), status=status,
-                    error=f"{why}; the trial is run again when the study is resumed",
-                )
-        trials = self.study.get_trials(deepcopy=False)
-        b = budget(trials, self.max_retries)
-        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        best = max(complete, key=lambda t: (t.value, -t.number), default=None)
-        best_text = "no trial completed" if best is None else (
-            f"best so far: trial {best.number}, CV score {best.value:.4f} with {dict(self.trial_params(best))}"
-        )
-        log.warning(
-            "Search stopped: %d of %d trials of study '%s' finished; %s. Nothing was exported. Run the same "
-            "command again to resume the study (%s).",
-            b.counted, self.n_trials, self.study.study_name, best_text, self.session.store.label,
-        )
-        if b.running == 0:
-            self.session.tracker.end_parent(status)
-        self.session.tracker.flush()
+        record_stopped(self.session, list(self._running.values()), status, why, self._params, self.n_trials,
+                       self.max_retries)
 
     def _elect(self, lock: Lock) -> Finalizer | None:
-        final = self.session.store.finalize_lock(self.study.study_name)
-        if not final.acquire(blocking=False):
-            log.info("Another worker is exporting study '%s'; this worker is done.", self.study.study_name)
-            return None
-        try:
-            with lock:
-                b = self._prepare()
-                self._reconcile()
-            if b.running:
-                log.info(
-                    "This worker is done; %d trials still run in other workers, and the last to finish exports.",
-                    b.running,
-                )
-                final.release()
-                return None
-            exported = self.study.user_attrs.get(EXPORTED_ATTR) or {}
-            if exported.get("n_finished") == b.counted and exported.get("run_id") == self.session.run_id:
-                further = ("Widen search_space to search further (the sampler proposes only configurations evaluated "
-                           "already)" if b.exhausted else "Raise search.n_trials to search further")
-                log.info(
-                    "Study '%s' has its %d trials and was exported to %s (model version %s): nothing to do. "
-                    "%s, or set search.resume=false for a fresh study.",
-                    self.study.study_name, b.counted, exported.get("model_folder"), exported.get("model_version"),
-                    further,
-                )
-                final.release()
-                return None
-        except BaseException:
-            final.release()
-            raise
-        log.info("Study '%s': %d trials finished; this worker exports the model.", self.study.study_name, b.counted)
-        return Finalizer(final, self.study, b.counted, self.session.run_id)
+        def settled() -> Budget:
+            b = self._prepare()
+            log_orphans(self.session, self._params)
+            return b
+
+        return elect(self.session, lock, settled)

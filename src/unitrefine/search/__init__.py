@@ -1,1 +1,2 @@
-"""The search: estimator allowlist, search space, pipelines, cross-validation, objective, Optuna study and its storage."""
+"""The search: estimator allowlist, search space, pipelines, cross-validation, objective, the Optuna study
+(budget, pruners, storage)."""

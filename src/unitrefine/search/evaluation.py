@@ -59,7 +59,9 @@ def choose_holdout(table: UnitTable, cv: CVConfig, seed: int) -> list[str]:
     if cv.holdout_recordings:
         unknown = sorted(set(cv.holdout_recordings) - set(recordings))
         if unknown:
-            raise UnitRefineError(f"cv.holdout_recordings names {unknown}, which are not recordings of the dataset {recordings}.")
+            raise UnitRefineError(
+                f"cv.holdout_recordings names {unknown}, which are not recordings of the dataset {recordings}."
+            )
         return list(cv.holdout_recordings)
     n = cv.n_holdout_recordings
     if n == 0:
@@ -74,7 +76,10 @@ def choose_holdout(table: UnitTable, cv: CVConfig, seed: int) -> list[str]:
         held = table.units["recording"].isin(chosen).to_numpy()
         if len(np.unique(table.y[held])) == n_classes and len(np.unique(table.y[~held])) == n_classes:
             return chosen
-    raise UnitRefineError(f"Could not draw {n} held-out recordings that leave every class on both sides; list them in cv.holdout_recordings.")
+    raise UnitRefineError(
+        f"Could not draw {n} held-out recordings that leave every class on both sides; list them in "
+        "cv.holdout_recordings."
+    )
 
 
 def make_folds(table: UnitTable, cv: CVConfig, seed: int) -> tuple[list[Split], str | None]:
@@ -128,7 +133,8 @@ def make_plan(table: UnitTable, cv: CVConfig, seed: int) -> Plan:
     folds, grouped_by = make_folds(table.subset(train_index), cv, seed)
     log.info(
         "Split: %d training units (%s), %d held-out units (%s); %d folds %s.",
-        len(train_index), "all recordings" if not holdout else f"{table.units['recording'].nunique() - len(holdout)} recordings",
+        len(train_index),
+        "all recordings" if not holdout else f"{table.units['recording'].nunique() - len(holdout)} recordings",
         len(holdout_index), holdout or "none", len(folds),
         f"grouped by {grouped_by}" if grouped_by else "stratified by unit",
     )
@@ -140,7 +146,9 @@ def scorer(name: str):  # noqa: ANN201  (sklearn's scorer type is private)
     try:
         return get_scorer(name)
     except ValueError:
-        raise UnitRefineError(f"cv.scoring '{name}' is not a scikit-learn scorer name (e.g. balanced_accuracy).") from None
+        raise UnitRefineError(
+            f"cv.scoring '{name}' is not a scikit-learn scorer name (e.g. balanced_accuracy)."
+        ) from None
 
 
 def holdout_report(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...], recordings: np.ndarray) -> dict:

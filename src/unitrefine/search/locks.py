@@ -63,7 +63,18 @@ class Lock:
 
 
 class FileLock(Lock):
-    """An exclusive ``flock`` on ``path`` (one host; created if missing)."""
+    """An exclusive ``flock`` on ``path`` (one host; created if missing).
+
+    Why not the ``filelock`` package: it is not a dependency of anything this project installs (it would be a new
+    one; 15,700 lines in filelock 4.3), and what it adds here is unwanted or slower. It waits by polling (a
+    non-blocking ``flock`` and a sleep) where this lock sleeps in the kernel's ``flock`` until it is free. Measured
+    on this 2-core machine under load (filelock 4.3.1, 10 handoffs between two processes, 2,000 uncontended
+    rounds): from one holder's release to the waiting process holding the lock, median 1.0 ms with filelock against
+    0.09 ms; an uncontended acquire and release, 100 us against 4 us. On a filesystem without ``flock`` filelock
+    falls back (with a warning) to a lock file that is not released when its holder dies, where the liveness check
+    (:meth:`unitrefine.search.storage.StudyStorage.is_alive`) relies on the kernel releasing a dead worker's lock.
+    The :class:`Lock` base (a thread lock plus the cross-process part) is needed anyway for :class:`AdvisoryLock`.
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__()

@@ -12,10 +12,11 @@ import optuna
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from unitrefine.search.budget import first_evaluation
 from unitrefine.search.evaluation import Split
 from unitrefine.search.pipeline import build_pipeline, fit_positions, unit_limit
 from unitrefine.search.search_space import PipelineSpec, SearchSpace
-from unitrefine.search.study import DUPLICATE_ATTR, first_evaluation
+from unitrefine.search.trial_attrs import CV_STD_ATTR, DUPLICATE_ATTR, ERROR_ATTR, FOLD_SCORES_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class Objective:
         A worker calls this as it starts the trial, while trials are started one at a time in order, so that
         the sampler's random draws are taken in that order (:mod:`unitrefine.run.workers`); :meth:`__call__` then
         reads the parameters back. The first time, a trial whose configuration another trial of the study
-        evaluated, or is evaluating, is marked a duplicate of it (:data:`unitrefine.search.study.DUPLICATE_ATTR`):
+        evaluated, or is evaluating, is marked a duplicate of it (:data:`unitrefine.search.trial_attrs.DUPLICATE_ATTR`):
         it is not fitted.
         """
         spec = self.space.sample(trial)
@@ -135,13 +136,13 @@ class Objective:
                 except CONFIG_ERRORS as exc:
                     reason = f"fold {k}: {type(exc).__name__}: {str(exc).splitlines()[0]}"[:500]
                     log.warning("Trial %d failed (%s); the search goes on.", trial.number, reason)
-                    trial.set_user_attr("error", reason)
+                    trial.set_user_attr(ERROR_ATTR, reason)
                     return float("nan")  # Optuna records a NaN result as a failed trial
-                trial.set_user_attr("fold_scores", scores)
+                trial.set_user_attr(FOLD_SCORES_ATTR, scores)
                 trial.report(scores[-1], k)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {k}")
-        trial.set_user_attr("cv_std", float(np.std(scores)))
+        trial.set_user_attr(CV_STD_ATTR, float(np.std(scores)))
         if oof is not None:
             self.oof[trial.number] = oof
         return float(np.mean(scores))

@@ -96,7 +96,9 @@ def export_pipeline(fitted: ImbPipeline) -> Pipeline:
     return Pipeline([(name, step) for name, step in fitted.steps if name != "resampler"])
 
 
-def soft_vote(members: Sequence[tuple[str, Pipeline]], weights: Sequence[int], X: pd.DataFrame, y: np.ndarray) -> Pipeline:
+def soft_vote(
+    members: Sequence[tuple[str, Pipeline]], weights: Sequence[int], X: pd.DataFrame, y: np.ndarray
+) -> Pipeline:
     """Combine fitted exported pipelines into one ``Pipeline`` that averages their probabilities.
 
     The members stay as fitted (``FrozenEstimator``): the vote only learns the class labels. The result

@@ -78,7 +78,10 @@ class SearchSpace:
             name = params[slot]
             spec[slot] = Choice(
                 name,
-                {p: (param.value if param.kind == "fixed" else params[f"{name}.{p}"]) for p, param in choices[name].items()},
+                {
+                    p: (param.value if param.kind == "fixed" else params[f"{name}.{p}"])
+                    for p, param in choices[name].items()
+                },
             )
         return spec
 
@@ -155,7 +158,8 @@ def _parse_param(where: str, raw: Any) -> Param:
             raise UnitRefineError(f"{where}: a log range needs low > 0 (got {low}).")
         if log and step is not None:
             raise UnitRefineError(f"{where}: a range cannot have both log and step.")
-        kind = "int" if isinstance(low, int) and isinstance(high, int) and (step is None or isinstance(step, int)) else "float"
+        integral = isinstance(low, int) and isinstance(high, int) and (step is None or isinstance(step, int))
+        kind = "int" if integral else "float"
         return Param(kind, low=low, high=high, log=log, step=step)
     raise UnitRefineError(f"{where}: cannot read {raw!r} as a value, a choice list or a range.")
 
@@ -194,7 +198,9 @@ def parse_search_space(raw: Mapping[str, Any]) -> SearchSpace:
         for name, params in choices.items():
             where = f"search_space.{slot}.{name}"
             if name not in REGISTRY[slot]:
-                raise UnitRefineError(f"{where}: '{name}' is not an allowed {slot}; choose from {sorted(REGISTRY[slot])}.")
+                raise UnitRefineError(
+                    f"{where}: '{name}' is not an allowed {slot}; choose from {sorted(REGISTRY[slot])}."
+                )
             component: Component = REGISTRY[slot][name]
             params = params or {}
             if not isinstance(params, Mapping):

@@ -30,11 +30,9 @@ import optuna
 from unitrefine.config import SearchConfig, storage_kind
 from unitrefine.errors import UnitRefineError
 from unitrefine.search.locks import AdvisoryLock, FileLock, Lock
+from unitrefine.search.trial_attrs import WORKER_ATTR
 
 log = logging.getLogger(__name__)
-
-#: Trial user attribute naming the worker that runs (or ran) a trial.
-WORKER_ATTR = "worker"
 
 
 class StudyStorage:
@@ -263,6 +261,11 @@ def open_storage(search: SearchConfig, spec: str, resolve: Callable[[str], Path]
             (lock_dir / "workers").mkdir(parents=True, exist_ok=True)
             backend = JournalFileBackend(str(path))
             return StudyStorage(spec, optuna.storages.JournalStorage(backend), label, lock_dir=lock_dir)
+    return _open_rdb(search, spec)
+
+
+def _open_rdb(search: SearchConfig, spec: str) -> StudyStorage:
+    """Open (creating its schema if needed, one worker at a time) the SQLite or database-server storage ``spec``."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 

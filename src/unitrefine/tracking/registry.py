@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from unitrefine.errors import UnitRefineError
+from unitrefine.tracking.lookups import MODEL_FOLDER, reader
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,39 @@ def parse_uri(spec: str) -> tuple[str, str | None, str | None]:
             "or models:/<name>/<version>."
         )
     return m["name"], m["alias"], m["version"]
+
+
+def registered_version(uri: str, spec: str) -> tuple[str, str]:
+    """The version and the training run of a registered model, looked up read-only.
+
+    Parameters
+    ----------
+    uri : str
+        The MLflow tracking/registry store.
+    spec : str
+        ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+
+    Returns
+    -------
+    version, run_id : str
+
+    Raises
+    ------
+    UnitRefineError
+        A malformed ``spec``, or a name, alias or version the registry does not hold.
+    StoreMissing
+        If ``uri`` names a SQLite file that does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_uri(spec)
+    client = reader(uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnitRefineError(f"{spec} is not in the registry at {uri} ({first}).") from None
+    return str(mv.version), str(mv.run_id)
 
 
 def download_model_folder(spec: str, tracking_uri: str, destination: Path) -> Path:
@@ -82,11 +116,11 @@ def download_model_folder(spec: str, tracking_uri: str, destination: Path) -> Pa
     destination.mkdir(parents=True, exist_ok=True)
     try:
         path = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path="model_folder", dst_path=str(destination), tracking_uri=tracking_uri
+            run_id=mv.run_id, artifact_path=MODEL_FOLDER, dst_path=str(destination), tracking_uri=tracking_uri
         )
     except (MlflowException, OSError) as exc:
         raise UnitRefineError(
-            f"{spec} (version {mv.version}, run {mv.run_id}) has no 'model_folder' artifacts ({type(exc).__name__}); "
+            f"{spec} (version {mv.version}, run {mv.run_id}) has no '{MODEL_FOLDER}' artifacts ({type(exc).__name__}); "
             "it was not registered by unitrefine.train. Download its model folder and pass the folder instead."
         ) from None
     log.info("%s is version %s (run %s).", spec, mv.version, mv.run_id)
