@@ -9,16 +9,14 @@ threshold) is fitted on them. On the left-out mouse a person reviews a share of 
 labels (the curators') replace the model's on those units. Which units are reviewed is decided by a ranking:
 
 * ``margin``: the model's uncertainty around its own decision (threshold-centred for binary models, top two
-  classes for 3-class); what ``predict review=`` used before the calibrated ranking, and still uses for
-  models without a calibration;
+  classes for 3-class); what ``predict review=`` uses (:mod:`unitrefine.model.uncertainty`);
 * ``weighted``: the same centred probabilities, as the expected balanced-accuracy gain of a review: the chance
   that the model's label is wrong, each other class weighted by one over the number of units the model gives
   it (an error in a rare class costs more balanced accuracy);
 * ``disagreement``: the average KL divergence of a committee (the study's five best distinct trials, each
   fitted on the same mice) from its consensus;
 * ``calibrated``: ``weighted`` on probabilities calibrated by isotonic regression on out-of-animal
-  predictions (each training mouse predicted by a refit without it); what ``predict review=`` uses
-  (:func:`unitrefine.model.uncertainty.review_scores`);
+  predictions (each training mouse predicted by a refit without it);
 * ``conformal``: class-conditional conformal p-values calibrated on the same out-of-animal predictions; a
   unit is doubtful when a class other than the model's has a high p-value;
 * ``random``: units drawn at random (the mean of 50 draws; of 2 where the model is retrained).

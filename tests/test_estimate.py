@@ -13,20 +13,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
 from unitrefine.data.dataset import UnitTable, load_dataset
-from unitrefine.model.estimate import (
-    REVIEW_BUDGETS,
-    EstimatePlan,
-    GroupEstimate,
-    OutOfAnimal,
-    curated_curve,
-    describe,
-    fit_review_calibration,
-    group_calibrations,
-    group_estimate,
-    leave_group_out,
-    new_recording_estimate,
-)
-from unitrefine.model.uncertainty import ReviewCalibration, centre_on_threshold, curated_scores, review_scores
+from unitrefine.model.estimate import GroupEstimate, describe, leave_group_out, new_recording_estimate
 from unitrefine.search.evaluation import balanced_accuracy
 
 
@@ -35,8 +22,7 @@ def _table(tmp_path: Path, subjects: list[str]) -> UnitTable:
     for i, subject in enumerate(subjects):
         files = write_recording(tmp_path / f"rec{i}", n_units=40, seed=7 + i, spread=2.5)
         recs.append(RecordingConfig(id=f"rec{i}", subject=subject, **files))
-    task = TaskConfig(name="sua_vs_all", classes=["other", "good"],
-                      mapping={"good": "good", "mua": "other", "noise": "other"})
+    task = TaskConfig(name="sua_vs_all", classes=["other", "good"], mapping={"good": "good", "mua": "other", "noise": "other"})
     return load_dataset(DatasetConfig(name="t", recordings=recs), task, tmp_path)
 
 
@@ -111,62 +97,3 @@ def test_the_prediction_interval_is_the_student_t_interval_for_one_new_group() -
     assert low < min(scores.values()) and high > max(scores.values())
     assert GroupEstimate("subject", scores, 4).interval(0.99)[0] < low
     assert GroupEstimate("subject", {"a": 0.99, "b": 0.5}, 2).interval() == (0.0, 1.0)
-
-
-def _groups(seed: int = 0) -> dict[str, OutOfAnimal]:
-    """Hand-made out-of-animal predictions of three groups (binary; labels drawn from the probabilities)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for g in ("a", "b", "c"):
-        p = rng.beta(0.7, 0.7, size=60)
-        proba = np.column_stack([1 - p, p])
-        out[g] = OutOfAnimal(proba, (p >= 0.4).astype(int), (rng.random(60) < p ** 2).astype(int), 0.4)
-    return out
-
-
-def test_each_groups_review_ranking_is_calibrated_on_the_other_groups_only() -> None:
-    groups = _groups()
-    calibrations = group_calibrations(groups)
-    for g in groups:
-        assert calibrations[g] == fit_review_calibration([p for o, p in groups.items() if o != g])
-    # The calibration reads threshold-centred probabilities and the curators' classes of every other unit.
-    bc = np.vstack([centre_on_threshold(groups[g].proba, 0.4) for g in "bc"])
-    assert calibrations["a"] == ReviewCalibration.fit(bc, np.concatenate([groups["b"].y, groups["c"].y]))
-    # Flipping a's labels leaves a's calibration (and so its review order) as it was, and moves b's and c's.
-    a = groups["a"]
-    flipped = {**groups, "a": OutOfAnimal(a.proba, a.predicted, 1 - a.y, a.threshold)}
-    again = group_calibrations(flipped)
-    assert again["a"] == calibrations["a"] and again["b"] != calibrations["b"] and again["c"] != calibrations["c"]
-    # The estimate scores each group's curated curve with its own calibration, and every budget is scored.
-    folds = [[(g, np.zeros(1, dtype=bool))] for g in groups]
-    plan = EstimatePlan("subject", folds, list(groups))
-    est = group_estimate(plan, [[p] for p in groups.values()])
-    for g, p in groups.items():
-        assert est.curated[g] == curated_curve(p, calibrations[g])
-        assert est.scores[g] == pytest.approx(balanced_accuracy(p.y, p.predicted))
-    assert list(est.curated["a"]) == [0.0, 0.05, 0.1, 0.2, 0.3]
-    # With another group's labels changed, a's curve changes only through its calibration (b's labels in it).
-    changed = {**groups, "b": OutOfAnimal(groups["b"].proba, groups["b"].predicted, 1 - groups["b"].y, 0.4)}
-    moved = group_estimate(plan, [[p] for p in changed.values()])
-    assert moved.scores["a"] == est.scores["a"]
-    assert moved.curated["a"] == curated_curve(a, group_calibrations(changed)["a"]) != est.curated["a"]
-
-
-def test_the_estimate_of_real_refits_ranks_reviews_by_the_calibrated_gain(tmp_path: Path) -> None:
-    table = _table(tmp_path, ["a", "b", "c"])
-    est = leave_group_out(_fit, table)
-    held = (table.units["subject"] == "b").to_numpy()
-    model = _fit(table.subset(np.flatnonzero(~held)))
-    b = OutOfAnimal(model.predict_proba(table.X[held]), model.predict(table.X[held]), table.y[held])
-    others = []
-    for g in ("a", "c"):
-        mask = (table.units["subject"] == g).to_numpy()
-        fitted = _fit(table.subset(np.flatnonzero(~mask)))
-        others.append(OutOfAnimal(fitted.predict_proba(table.X[mask]), fitted.predict(table.X[mask]), table.y[mask]))
-    calibration = fit_review_calibration(others)
-    scores = review_scores(b.proba, b.predicted, None, calibration)
-    assert est.curated["b"] == curated_scores(b.y, b.predicted, scores, REVIEW_BUDGETS)
-    expected = new_recording_estimate(est, None, 0.9, 3)
-    assert expected["review_ranking"] == "calibrated"
-    assert "The review queue (predict review=) ranks units by the expected balanced-accuracy gain" in describe(expected)
-    assert "ranks units by the model's margin" in describe(new_recording_estimate(None, None, 0.9, 3))

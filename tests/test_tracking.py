@@ -33,7 +33,8 @@ def get(base: str, endpoint: str, **params: str) -> dict[str, Any]:
 
 
 def post(base: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(f"{base}{endpoint}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{base}{endpoint}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.load(r)
 
@@ -74,7 +75,8 @@ def server(tmp_path: Path, tiny_recordings):
 def test_rest_api_shows_runs_metrics_plots_and_aliases(server) -> None:
     base, result = server
     exp = get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="smoke")["experiment"]
-    runs = post(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    search = {"experiment_ids": [exp["experiment_id"]], "max_results": 100}
+    runs = post(base, "/api/2.0/mlflow/runs/search", search)["runs"]
     tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
     nested = [rid for rid, t in tags.items() if t.get("mlflow.parentRunId") == result.run_id]
     assert len(nested) == 3

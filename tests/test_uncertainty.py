@@ -1,16 +1,13 @@
-"""The shared rankings (:mod:`unitrefine.model.uncertainty`): uncertainty scores, the review queue's calibrated
-expected gain, review order, budgets, curated scores."""
+"""The shared uncertainty ranking (:mod:`unitrefine.model.uncertainty`): scores, review order, budgets, curated scores."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from _tiny_models import fit_model, metrics_frame, write_unlabelled
-from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from unitrefine.apply import active
@@ -19,7 +16,6 @@ from unitrefine.export.folder import load_model_folder
 from unitrefine.model import uncertainty as unc
 from unitrefine.model.uncertainty import (
     ReviewBudget,
-    ReviewCalibration,
     Stage,
     curated_labels,
     curated_scores,
@@ -157,93 +153,3 @@ def test_a_count_larger_than_the_data_is_refused() -> None:
     unc.check_budget(ReviewBudget(count=40), 40, "data=x")
     with pytest.raises(UnitRefineError, match=r"review=41 asks for more units than data=x holds \(40\)"):
         unc.check_budget(ReviewBudget(count=41), 40, "data=x")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The review queue's calibrated ranking
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _identity(n_classes: int) -> ReviewCalibration:
-    """A calibration that keeps the probabilities as they are (then renormalises them)."""
-    return ReviewCalibration(((((0.0, 1.0), (0.0, 1.0)),) * n_classes))
-
-
-def test_the_calibration_round_trips_through_json_and_is_sklearns_isotonic_regression() -> None:
-    rng = np.random.default_rng(3)
-    proba = rng.dirichlet([1.0, 1.0, 1.0], size=300)
-    y = np.array([rng.choice(3, p=p) for p in proba])  # calibrated-ish labels: the fit has many knots
-    calibration = ReviewCalibration.fit(proba, y)
-    new = np.vstack([rng.dirichlet([1.0, 1.0, 1.0], size=40), [[1.2, -0.1, 0.0]]])  # beyond the fit's range: clipped
-    iso = np.column_stack([IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(proba[:, c], y == c)
-                           .predict(new[:, c]) for c in range(3)])
-    expected = iso / iso.sum(axis=1, keepdims=True)
-    stored = json.loads(json.dumps(calibration.to_dict()))
-    assert stored["method"] == "isotonic" and len(stored["knots"]) == 3 and len(stored["knots"][0]["x"]) > 5
-    back = ReviewCalibration.from_dict(stored)
-    assert back == calibration  # what the run scored with is what model_info.json keeps
-    np.testing.assert_allclose(back.apply(new), expected, rtol=0, atol=2e-6)  # y kept to 6 decimals
-    np.testing.assert_allclose(back.apply(new).sum(axis=1), 1.0)
-
-
-@pytest.mark.parametrize(
-    ("stored", "problem"),
-    [({"method": "platt", "knots": []}, "method 'platt'"), ({"method": "isotonic"}, "'knots'"),
-     ({"method": "isotonic", "knots": [{"x": [0, 1], "y": [0]}, {"x": [0], "y": [1]}]}, "equal, non-empty"),
-     ({"method": "isotonic", "knots": [{"x": [1, 0], "y": [0, 1]}] * 2}, "x increasing"), ([1, 2], "")],
-)
-def test_an_unreadable_calibration_names_the_file_and_the_key(stored: object, problem: str) -> None:
-    with pytest.raises(UnitRefineError) as excinfo:
-        ReviewCalibration.from_dict(stored, "model_info.json of model m1")
-    message = str(excinfo.value)
-    assert message.startswith("model_info.json of model m1: review_calibration is not a calibration")
-    assert problem in message and "delete the key review_calibration" in message
-
-
-def test_the_expected_gain_weights_a_likely_error_in_a_rarely_given_class_more_than_the_margin_does() -> None:
-    # Nine units labelled 0, one labelled 1. Unit 0 (labelled 1, the rare label) is nearer the boundary, but an
-    # error there costs one ninth of class 0's recall; unit 1 (labelled 0) may be the one missed unit of class 1.
-    q = np.array([[0.45, 0.55], [0.7, 0.3], *[[0.95, 0.05]] * 8])
-    predicted = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-    margin = unc.uncertainty(q)
-    gain = unc.expected_gain(q, predicted)
-    assert review_order(margin)[:2].tolist() == [0, 1]
-    assert review_order(gain)[:2].tolist() == [1, 0]
-    np.testing.assert_allclose(gain[:2], [0.45 / 9, 0.3 / 1])
-    # Three classes: every class other than the model's counts, each over its own count.
-    three = unc.expected_gain(np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]), np.array([0, 1]))
-    np.testing.assert_allclose(three, [0.3 / 1 + 0.2 / 1, 0.1 / 1 + 0.3 / 1])
-
-
-def test_review_scores_are_the_margin_without_a_calibration_and_the_calibrated_gain_with_one() -> None:
-    proba = np.array([[0.75, 0.25], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
-    decided = unc.model_decision(proba, 0.3)
-    assert decided.tolist() == [0, 1, 1, 0]  # P(positive) >= 0.3, as FixedThresholdClassifier
-    np.testing.assert_allclose(unc.review_scores(proba, decided, 0.3, None), unc.model_uncertainty(proba, 0.3))
-    rng = np.random.default_rng(1)
-    cal_p = rng.dirichlet([1.0, 1.0], size=100)
-    calibration = ReviewCalibration.fit(cal_p, (rng.random(100) < cal_p[:, 1]).astype(int))
-    expected = unc.expected_gain(calibration.apply(unc.centre_on_threshold(proba, 0.3)), decided)
-    np.testing.assert_allclose(unc.review_scores(proba, decided, 0.3, calibration), expected)
-
-
-def test_a_calibrated_cascade_scores_each_stage_over_the_units_it_saw_and_a_mixed_one_by_the_margin() -> None:
-    table = pd.DataFrame({
-        "probability_neural": [0.55, 0.95, 0.1, 0.8], "probability_noise": [0.45, 0.05, 0.9, 0.2],
-        "probability_mua": [0.1, 0.5, np.nan, 0.3], "probability_sua": [0.9, 0.5, np.nan, 0.7],
-    })
-    stages = [Stage(["neural", "noise"], None, _identity(2)), Stage(["mua", "sua"], None, _identity(2))]
-    assert unc.review_ranking(stages) == "calibrated"
-    first = unc.expected_gain(table[["probability_neural", "probability_noise"]].to_numpy(), np.array([0, 0, 1, 0]))
-    # The second model saw units 0, 1 and 3 (it labels 1, 0 and 1: one mua, two sua); the noise unit is not counted.
-    second = unc.expected_gain(np.array([[0.1, 0.9], [0.5, 0.5], [0.3, 0.7]]), np.array([1, 0, 1]))
-    got = table_uncertainty(table, stages)
-    np.testing.assert_allclose(got, [max(first[0], second[0]), max(first[1], second[1]), first[2],
-                                     max(first[3], second[2])])
-    queued = unc.add_review_queue(table, stages, ReviewBudget(count=2))
-    assert queued["review_rank"].tolist() == review_ranks(got).tolist()
-    # One stage without a calibration: the two scores would not be on one scale, so both use the margin.
-    mixed = [stages[0], Stage(["mua", "sua"])]
-    assert unc.review_ranking(mixed) == "margin"
-    plain = [Stage(["neural", "noise"]), Stage(["mua", "sua"])]
-    np.testing.assert_allclose(table_uncertainty(table, mixed), table_uncertainty(table, plain))

@@ -147,8 +147,11 @@ def test_three_workers_share_a_postgresql_study(tmp_path: Path, postgres: str) -
     n_trials = 12
     url = create_database(postgres, "workers")
     run_workers(tmp_path, url, 3, n_trials, "search.heartbeat_s=1", "search.grace_period_s=3")
-    study = optuna.load_study(study_name="smoke", storage=url)
-    trials = check_study(study, n_trials)
+    storage = optuna.storages.RDBStorage(url)
+    try:  # its pooled connections closed here, not by the garbage collector during a later test
+        trials = check_study(optuna.load_study(study_name="smoke", storage=storage), n_trials)
+    finally:
+        storage.engine.dispose()
     assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the workers did not run side by side"
     check_mlflow(tmp_path, trials)
 

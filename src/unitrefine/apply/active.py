@@ -8,10 +8,8 @@ spent on one odd recording. Units already labelled (a labels file or folder, :mo
 are never suggested.
 
 The scores (``margin``, ``least_confidence``, ``entropy``; a thresholded binary model is most unsure at its own
-threshold) are :mod:`unitrefine.model.uncertainty`'s. They differ from the review queue of
-``unitrefine.predict review=...``, which ranks by the calibrated expected gain of a review when the model has a
-calibration: what to label for training is what sits near the decision boundary. This module adds the spreading
-over recordings and the labelled units. The output keeps the model's probabilities.
+threshold) are :mod:`unitrefine.model.uncertainty`'s, the same ranking as ``unitrefine.predict review=...``; this
+module adds the spreading over recordings and the labelled units. The output keeps the model's probabilities.
 """
 
 from __future__ import annotations

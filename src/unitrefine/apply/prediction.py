@@ -30,22 +30,16 @@ from unitrefine.data.dataset import RENAMED_METRICS, current_metric_name
 from unitrefine.errors import UnitRefineError
 from unitrefine.model.uncertainty import (
     ReviewBudget,
-    ReviewCalibration,
     Stage,
     add_review_queue,
     check_budget,
     decision_threshold,
     parse_review_budget,
-    review_ranking,
 )
 from unitrefine.options import MODEL_AND_DATA, ApplyOptions, command_options, typed_options
 from unitrefine.search.estimators import TRUSTED_TYPES
 
 log = logging.getLogger(__name__)
-
-#: How the review queue was ranked, for the log (:func:`unitrefine.model.uncertainty.review_ranking`).
-RANKED_BY = {"calibrated": "the expected balanced-accuracy gain of a review, with the models' review calibration",
-             "margin": "the models' margin (no review calibration in model_info.json)"}
 
 
 @dataclass(kw_only=True)
@@ -400,28 +394,6 @@ def _check_review(budget: ReviewBudget | None, sources: list[io.Source], data: s
         check_budget(budget, sum(io.count_units(src) for src in sources), f"data={data}")
 
 
-def review_stage(model: LoadedModel) -> Stage:
-    """The model's part of the review queue: its classes, decision threshold and the review calibration its
-    ``model_info.json`` keeps (``review_calibration``; None for folders written before it, ranked by the margin).
-
-    Raises
-    ------
-    UnitRefineError
-        A ``review_calibration`` this version cannot read, or not of the model's number of classes.
-    """
-    stored = model.info.get("review_calibration")
-    if stored is None:
-        return Stage(model.classes, decision_threshold(model.pipeline))
-    where = f"model_info.json of model {model.source}"
-    calibration = ReviewCalibration.from_dict(stored, where)
-    if len(calibration.knots) != len(model.classes):
-        raise UnitRefineError(
-            f"{where}: review_calibration has {len(calibration.knots)} classes, the model {len(model.classes)} "
-            f"({model.classes}). Re-export the model, or delete the key review_calibration to rank by the margin."
-        )
-    return Stage(model.classes, decision_threshold(model.pipeline), calibration)
-
-
 def _write_outputs(predictions: pd.DataFrame, analyzers: dict[str, Any], output: Path, phy: Path | None,
                    cfg: PredictConfig) -> list[Path]:
     """The predictions CSV, the Phy TSVs and the analyzers' sorting properties."""
@@ -441,9 +413,9 @@ def _write_outputs(predictions: pd.DataFrame, analyzers: dict[str, Any], output:
 def predict(cfg: PredictConfig) -> PredictResult:
     """Apply one model (or a two-model cascade) to every unit of the input and write the outputs.
 
-    With ``review``, the units whose review is worth most (:func:`unitrefine.model.uncertainty.table_uncertainty`,
-    with each model's review calibration, :func:`review_stage`) make a review queue over all units of the command:
-    ``needs_review`` and ``review_rank`` columns, a Phy ``cluster_unitrefine_review.tsv`` and analyzer properties.
+    With ``review``, the units the models are least sure about (:mod:`unitrefine.model.uncertainty`) make a review
+    queue over all units of the command: ``needs_review`` and ``review_rank`` columns, a Phy
+    ``cluster_unitrefine_review.tsv`` and analyzer properties.
 
     Parameters
     ----------
@@ -477,17 +449,13 @@ def predict(cfg: PredictConfig) -> PredictResult:
     models = load_models(cfg.model, cfg.trust, cfg.tracking_uri)
     if len(models) == 2:
         check_cascade(models[0], models[1], cfg.noise_label)
-    stages = [review_stage(m) for m in models] if budget is not None else []
-    if len(stages) == 2 and review_ranking(stages) == "margin" and any(st.calibration for st in stages):
-        log.warning("Review queue: only one of the cascade's models has a review calibration (model_info.json "
-                    "review_calibration); both are ranked by their margin. Re-train the other for the calibrated "
-                    "ranking.")
     tables, analyzers = [], {}
     for src in sources:
         table, analyzers[src.name] = predict_source(src, models, cfg)
         tables.append(table)
     predictions = pd.concat(tables, ignore_index=True)
     if budget is not None:
+        stages = [Stage(m.classes, decision_threshold(m.pipeline)) for m in models]
         predictions = add_review_queue(predictions, stages, budget)
     written = _write_outputs(predictions, analyzers, output, phy, cfg)
     # SpikeInterface's analyzer extensions raise in __del__ when they are only collected at interpreter exit
@@ -498,7 +466,6 @@ def predict(cfg: PredictConfig) -> PredictResult:
     log.info("Predicted %d units of %d recording(s): %s. Wrote %s%s.", len(predictions), len(sources), counts, output,
              "".join(f", {p}" for p in written))
     if budget is not None:
-        log.info("Review queue (review=%s, %s): %d of %d units need review (needs_review, review_rank 1 = look first; "
-                 "ranked by %s).", cfg.review, budget.describe(), int(predictions["needs_review"].sum()),
-                 len(predictions), RANKED_BY[review_ranking(stages)])
+        log.info("Review queue (review=%s, %s): %d of %d units need review (needs_review, review_rank 1 = look first).",
+                 cfg.review, budget.describe(), int(predictions["needs_review"].sum()), len(predictions))
     return PredictResult(predictions, output, written)

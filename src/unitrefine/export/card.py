@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from unitrefine.model.estimate import describe, review_queue_text
+from unitrefine.model.estimate import describe
 
 _LIMITATIONS = (
     "The model scores the units of a recording from SpikeInterface quality and template metrics alone, one "
@@ -107,9 +107,7 @@ def write_model_card(
     )})
     estimate = info.get("estimate_new_recordings")
     if estimate:
-        card.add(**{"Expected on new recordings": describe(estimate, ranking=False)})
-    card.add(**{"Review queue": review_queue_text(
-        {"review_ranking": info.get("review_ranking"), "by": (estimate or {}).get("by")})})
+        card.add(**{"Expected on new recordings": describe(estimate)})
     holdout = info.get("holdout")
     if holdout:
         card.add_metrics(

@@ -53,12 +53,6 @@ class ModelInfo:
     mlflow: dict[str, str | None]
     trusted_types: list[str]
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    #: How ``predict review=`` ranks units: ``calibrated`` (expected gain of a review, with ``review_calibration``)
-    #: or ``margin`` (no estimate to calibrate on; folders without the key are ranked so too).
-    review_ranking: str = "margin"
-    #: :meth:`unitrefine.model.uncertainty.ReviewCalibration.to_dict`, fitted on the estimate's out-of-animal
-    #: predictions; None with the ``margin`` ranking.
-    review_calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, keys in field order."""

@@ -12,10 +12,6 @@ more groups than ``max_refits`` (a large dataset of hundreds of recordings), the
 The mean is unbiased for the next animal but one animal's score scatters around it as much as the animals
 here do (on the mouse data the printed mean missed single left-out mice by up to 0.07), so the estimate
 carries a prediction interval for one new group: mean +/- t(n-1) x sd x sqrt(1 + 1/n) over the n groups.
-
-The refits' predictions on the groups they left out (out-of-animal predictions) also calibrate the review queue of
-``predict review=`` (:class:`~unitrefine.model.uncertainty.ReviewCalibration`, fitted on every group's): what a
-review budget buys is estimated per group with the ranking calibrated on the other groups only.
 """
 
 from __future__ import annotations
@@ -28,13 +24,6 @@ from typing import Any
 import numpy as np
 
 from unitrefine.data.dataset import UnitTable
-from unitrefine.model.uncertainty import (
-    ReviewCalibration,
-    centred,
-    curated_scores,
-    decision_threshold,
-    review_scores,
-)
 from unitrefine.progress import parallel_map
 from unitrefine.search.evaluation import balanced_accuracy
 
@@ -63,26 +52,20 @@ def prediction_interval(values: Sequence[float], level: float = INTERVAL_LEVEL) 
 
 
 @dataclass(frozen=True)
-class OutOfAnimal:
-    """A refit's predictions on one group it left out: what the group is scored with, and what the review
-    queue's ranking is calibrated on (small arrays: one row per unit of the group).
+class GroupScore:
+    """A refit's scores on one left-out group: the model alone, and curated after reviews of its units.
 
     Attributes
     ----------
-    proba : numpy.ndarray
-        The refit's ``(n_units, n_classes)`` probabilities (not centred).
-    predicted : numpy.ndarray
-        The refit's class codes.
-    y : numpy.ndarray
-        The curators' class codes.
-    threshold : float or None
-        The refit's decision threshold (binary models; :func:`unitrefine.model.uncertainty.decision_threshold`).
+    balanced_accuracy : float
+        The model's labels alone.
+    curated : dict
+        Review budget (share of the group's units, the most uncertain first) -> balanced accuracy of the labels
+        after the curator's review replaced the model's on those units.
     """
 
-    proba: np.ndarray
-    predicted: np.ndarray
-    y: np.ndarray
-    threshold: float | None = None
+    balanced_accuracy: float
+    curated: dict[float, float]
 
 
 @dataclass(frozen=True)
@@ -98,9 +81,7 @@ class GroupEstimate:
     n_refits : int
         How many refits made the scores.
     curated : dict
-        Left-out group -> review budget -> balanced accuracy of the group's labels after a review of that share of
-        its units (ranked by :func:`unitrefine.model.uncertainty.review_scores`, calibrated on the other groups'
-        out-of-animal predictions), the model's labels elsewhere; empty if not scored.
+        Left-out group -> review budget -> curated balanced accuracy (:class:`GroupScore`); empty if not scored.
     """
 
     by: str
@@ -201,60 +182,34 @@ def plan_estimate(table: UnitTable, max_refits: int = 10, seed: int = 0) -> Esti
     return EstimatePlan(by, folds, [g for g, _ in usable]) if folds else None
 
 
-def predict_fold(model: Any, table: UnitTable, fold: list[tuple[str, np.ndarray]]) -> list[OutOfAnimal]:
-    """The predictions of ``model`` (fitted without the fold's groups) on each of the fold's groups."""
+def score_fold(model: Any, table: UnitTable, fold: list[tuple[str, np.ndarray]],
+               budgets: Sequence[float] = REVIEW_BUDGETS) -> list[GroupScore]:
+    """Scores of ``model`` on each of the fold's groups, each on its own: alone, and curated at each review budget.
+
+    The units a curator reviews first are those the model is least sure of around its own decision
+    (:func:`unitrefine.model.uncertainty.model_uncertainty`), as ``predict review=`` queues them.
+    """
+    from unitrefine.model.uncertainty import curated_scores, decision_threshold, model_uncertainty
+
     threshold = decision_threshold(model)
-    out = []
+    scores = []
     for _, mask in fold:
         part = table.subset(np.flatnonzero(mask))
-        proba = np.asarray(model.predict_proba(part.X), dtype=np.float64)
-        predicted = np.searchsorted(model.classes_, model.predict(part.X))
-        out.append(OutOfAnimal(proba, predicted, np.asarray(part.y), threshold))
-    return out
+        proba = np.asarray(model.predict_proba(part.X))
+        predicted = np.asarray(model.predict(part.X))
+        curated = curated_scores(part.y, predicted, model_uncertainty(proba, threshold), budgets) if budgets else {}
+        scores.append(GroupScore(balanced_accuracy(part.y, predicted), curated))
+    return scores
 
 
-def out_of_animal(plan: EstimatePlan, predictions: list[list[OutOfAnimal]]) -> dict[str, OutOfAnimal]:
-    """Each group's out-of-animal predictions (``predictions``: per refit, in the plan's fold order), in the
-    plan's group order."""
-    by_group = {g: p for fold, preds in zip(plan.folds, predictions) for (g, _), p in zip(fold, preds)}
-    return {g: by_group[g] for g in plan.groups if g in by_group}
-
-
-def fit_review_calibration(groups: Sequence[OutOfAnimal]) -> ReviewCalibration:
-    """The review queue's calibration (:class:`~unitrefine.model.uncertainty.ReviewCalibration`) fitted on the
-    out-of-animal predictions of ``groups`` (threshold-centred probabilities, true classes)."""
-    return ReviewCalibration.fit(np.vstack([centred(g.proba, g.threshold) for g in groups]),
-                                 np.concatenate([g.y for g in groups]))
-
-
-def group_calibrations(groups: dict[str, OutOfAnimal]) -> dict[str, ReviewCalibration]:
-    """Per group, the calibration its review ranking is scored with: fitted on the OTHER groups only (a group's
-    own labels never calibrate its ranking, as a new animal's cannot)."""
-    return {g: fit_review_calibration([p for o, p in groups.items() if o != g]) for g in groups}
-
-
-def curated_curve(group: OutOfAnimal, calibration: ReviewCalibration | None,
-                  budgets: Sequence[float] = REVIEW_BUDGETS) -> dict[float, float]:
-    """A group's balanced accuracy after a review of each budget's share of its units, ranked as ``predict
-    review=`` ranks them (:func:`unitrefine.model.uncertainty.review_scores`) with ``calibration``."""
-    scores = review_scores(group.proba, group.predicted, group.threshold, calibration)
-    return curated_scores(group.y, group.predicted, scores, budgets)
-
-
-def group_estimate(plan: EstimatePlan, predictions: list[list[OutOfAnimal]],
-                   budgets: Sequence[float] = REVIEW_BUDGETS) -> GroupEstimate | None:
-    """The estimate from each refit's per-group ``predictions`` (in the plan's fold order); None below two groups.
-
-    Each group is scored alone and, at each of ``budgets``, curated (:func:`curated_curve`) with the ranking
-    calibrated on the other groups (:func:`group_calibrations`).
-    """
-    groups = out_of_animal(plan, predictions)
-    if len(groups) < 2:
+def group_estimate(plan: EstimatePlan, scores: list[list[GroupScore]]) -> GroupEstimate | None:
+    """The estimate from each refit's per-group ``scores`` (in the plan's fold order); None below two groups."""
+    by_group = {g: sc for fold, fold_scores in zip(plan.folds, scores) for (g, _), sc in zip(fold, fold_scores)}
+    ordered = {g: by_group[g] for g in plan.groups if g in by_group}
+    if len(ordered) < 2:
         return None
-    scores = {g: float(balanced_accuracy(p.y, p.predicted)) for g, p in groups.items()}
-    calibrations = group_calibrations(groups) if budgets else {}
-    curated = {g: curated_curve(p, calibrations[g], budgets) for g, p in groups.items()} if budgets else {}
-    return GroupEstimate(plan.by, scores, len(plan.folds), curated)
+    return GroupEstimate(plan.by, {g: float(sc.balanced_accuracy) for g, sc in ordered.items()}, len(plan.folds),
+                         {g: sc.curated for g, sc in ordered.items() if sc.curated})
 
 
 def leave_group_out(
@@ -282,8 +237,8 @@ def leave_group_out(
     if plan is None:
         return None
 
-    def refit(k: int) -> list[OutOfAnimal]:
-        return predict_fold(fit(table.subset(plan.training_positions(k))), table, plan.folds[k])
+    def refit(k: int) -> list[GroupScore]:
+        return score_fold(fit(table.subset(plan.training_positions(k))), table, plan.folds[k])
 
     return group_estimate(plan, parallel_map(refit, range(len(plan.folds)), n_jobs, "estimate refits"))
 
@@ -312,25 +267,22 @@ def new_recording_estimate(
         return {"balanced_accuracy": groups.mean, "source": groups.source,
                 "per_group": groups.scores, "min": min(groups.scores.values()), "max": max(groups.scores.values()),
                 "by": groups.by, "interval": [low, high], "interval_level": INTERVAL_LEVEL,
-                "holdout_balanced_accuracy": held, "optimistic": False, "review_budget": groups.review_curve(),
-                "review_ranking": "calibrated" if groups.curated else "margin"}
+                "holdout_balanced_accuracy": held, "optimistic": False, "review_budget": groups.review_curve()}
     if holdout:
         per_rec = [m["balanced_accuracy"] for m in holdout["per_recording"].values()]
         return {"balanced_accuracy": held, "source": "held-out recordings", "per_group": {
             r: m["balanced_accuracy"] for r, m in holdout["per_recording"].items()}, "min": min(per_rec),
-            "max": max(per_rec), "holdout_balanced_accuracy": held, "optimistic": False, "review_ranking": "margin"}
+            "max": max(per_rec), "holdout_balanced_accuracy": held, "optimistic": False}
     return {"balanced_accuracy": cv_score, "source": f"best CV score of {n_complete} trials", "per_group": {},
-            "holdout_balanced_accuracy": None, "optimistic": True, "review_ranking": "margin"}
+            "holdout_balanced_accuracy": None, "optimistic": True}
 
 
-def describe(estimate: dict[str, Any], ranking: bool = True) -> str:
-    """The end-of-run summary's lines: the expected score, what a review buys and (``ranking``) how the review
-    queue ranks units (:func:`review_queue_text`)."""
-    last = "\n" + review_queue_text(estimate) if ranking else ""
+def describe(estimate: dict[str, Any]) -> str:
+    """One line for the end-of-run summary."""
     if estimate["optimistic"]:
         return (f"Expected balanced accuracy on new recordings: {estimate['balanced_accuracy']:.3f} — the best CV "
                 "score, optimistic (the best of many trials on the same folds). Hold recordings out, or train on "
-                f"{MIN_GROUPS}+ recordings, for an honest estimate." + last)
+                f"{MIN_GROUPS}+ recordings, for an honest estimate.")
     groups = estimate["per_group"]
     per = (", ".join(f"{g} {v:.3f}" for g, v in groups.items()) if len(groups) <= MAX_LISTED
            else f"{len(groups)} groups, listed in model_info.json")
@@ -344,21 +296,10 @@ def describe(estimate: dict[str, Any], ranking: bool = True) -> str:
             "many trials.")
     curve = estimate.get("review_budget") or []
     if curve:
-        text += (f"\nWith a person's review of the first units of the review queue (predict review=; share of a new "
+        text += (f"\nWith a person's review of the units the model is least sure of (predict review=; share of a new "
                  f"{estimate['by']}'s units -> expected balanced accuracy of the curated labels, "
                  f"{estimate['interval_level']:.0%} interval): " + ", ".join(
                      f"{c['review_fraction']:.0%} -> {c['balanced_accuracy']:.2f} ({c['interval'][0]:.2f}-"
                      f"{c['interval'][1]:.2f})" for c in curve) + ". The reviewed units carry the person's labels: "
                  "the score is of the curated recording, not of the model alone.")
-    return text + last
-
-
-def review_queue_text(estimate: dict[str, Any]) -> str:
-    """One sentence: how the review queue of ``predict review=`` ranks this model's units (``review_ranking``)."""
-    if estimate.get("review_ranking") == "calibrated":
-        return ("The review queue (predict review=) ranks units by the expected balanced-accuracy gain of a review "
-                "(a unit likely to be of a class the model rarely gives counts more), on probabilities calibrated "
-                f"on the refits' predictions for the {estimate.get('by', 'group')}s each left out (model_info.json "
-                "review_calibration).")
-    return ("The review queue (predict review=) ranks units by the model's margin around its own decision: no "
-            f"leave-one-out estimate ({MIN_GROUPS}+ subjects or recordings) to calibrate a ranking on.")
+    return text

@@ -1,11 +1,10 @@
-"""How unsure a model is about each unit, and what reviewing the units to look at first buys.
+"""How unsure a model is about each unit, and what reviewing the most uncertain units buys.
 
-The one place the rankings live: ``unitrefine.suggest`` (what to label next, :mod:`unitrefine.apply.active`), the
-review queue of ``unitrefine.predict review=...`` and the estimate of what a review budget buys
+The one place the uncertainty ranking lives: ``unitrefine.suggest`` (what to label next, :mod:`unitrefine.apply.active`),
+the review queue of ``unitrefine.predict review=...`` and the estimate of what a review budget buys
 (:func:`curated_scores`) all score units here.
 
-**Uncertainty** (``unitrefine.suggest``, and the review queue of models without a calibration), for class
-probabilities sorted ``p1 >= p2 >= ...`` over ``K`` classes (higher score: look first):
+Strategies, for class probabilities sorted ``p1 >= p2 >= ...`` over ``K`` classes (higher score: look first):
 
 * ``margin`` (default): ``1 - (p1 - p2)``, closeness to the boundary between the two likeliest classes,
   which is the decision a curator's label settles;
@@ -15,18 +14,7 @@ probabilities sorted ``p1 >= p2 >= ...`` over ``K`` classes (higher score: look 
 For two classes the three give the same order. A binary model that decides with a tuned threshold ``t`` on
 P(positive) (scikit-learn's ``FixedThresholdClassifier``, ``threshold.tune``) is most uncertain at ``t``, not at
 0.5: its probabilities are rescaled piecewise linearly (``t`` -> 0.5, 0 and 1 kept) before scoring
-(:func:`centre_on_threshold`), so the units nearest its own decision come first. ``suggest`` keeps these scores:
-for choosing units to *train* on, closeness to the decision boundary is what uncertainty sampling wants.
-
-**The review queue** (``predict review=``, and the run's estimate of what a review buys) ranks by
-:func:`review_scores`: the expected balanced-accuracy gain of a person's review of the unit,
-``sum over classes c other than the model's label of q_c / n_c`` (:func:`expected_gain`), where ``q`` are the
-(threshold-centred) probabilities calibrated by one-vs-rest isotonic regression on out-of-animal predictions
-(:class:`ReviewCalibration`, fitted by the training run's estimate and kept in ``model_info.json``) and ``n_c`` is
-the number of units the model labels ``c`` in the set reviewed: an error in a rare class costs more balanced
-accuracy. On mice the runs never saw it beat the margin (``benchmarks/review_budget.py``). A model without a
-calibration (older folders; runs with fewer than three animals or recordings, which make no estimate) is ranked
-by the margin.
+(:func:`centre_on_threshold`), so the units nearest its own decision come first.
 
 A review budget is a fraction of the units (``0 < x < 1``, or a percentage ``"10%"``) or a whole count; a fraction
 ``x`` of ``n`` units is ``ceil(x * n)`` units (:func:`review_count`), everywhere.
@@ -43,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 from unitrefine.errors import UnitRefineError
-from unitrefine.model.review_calibration import ReviewCalibration
 
 STRATEGIES = ("margin", "least_confidence", "entropy")
 
@@ -104,94 +91,25 @@ def decision_threshold(pipeline: Any) -> float | None:
     return float(t) if 0.0 < float(t) < 1.0 else None
 
 
-def centred(proba: np.ndarray, threshold: float | None) -> np.ndarray:
-    """The probabilities the rankings read: centred on ``threshold`` (:func:`centre_on_threshold`) for a thresholded
-    binary model, else as they are."""
-    p = np.asarray(proba, dtype=np.float64)
-    return centre_on_threshold(p, threshold) if threshold is not None and p.shape[1] == 2 else p
-
-
-def model_decision(proba: np.ndarray, threshold: float | None) -> np.ndarray:
-    """The class code a model gives each unit, from its probabilities: ``P(positive) >= threshold`` for a
-    thresholded binary model (as ``FixedThresholdClassifier``), else the likeliest class (the first of a tie)."""
-    p = np.asarray(proba, dtype=np.float64)
-    if threshold is not None and p.shape[1] == 2:
-        return (p[:, 1] >= threshold).astype(np.int64)
-    return np.argmax(p, axis=1)
-
-
 def model_uncertainty(proba: np.ndarray, threshold: float | None = None, strategy: str = "margin") -> np.ndarray:
     """Uncertainty of a model about each unit around its own decision: :func:`uncertainty` of its probabilities,
     centred on ``threshold`` first for a thresholded binary model (:func:`decision_threshold`)."""
-    return uncertainty(centred(proba, threshold), strategy)
-
-
-def expected_gain(q: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Expected balanced-accuracy gain of a person's review of each unit: ``sum_{c != predicted} q_c / n_c``.
-
-    Parameters
-    ----------
-    q : numpy.ndarray
-        ``(n_units, n_classes)`` (calibrated) class probabilities.
-    predicted : numpy.ndarray
-        The model's class code of each unit; ``n_c`` is how many of these units it labels ``c`` (at least 1), so
-        a likely error in a class the model rarely gives is worth more.
-
-    Returns
-    -------
-    numpy.ndarray
-        One score per unit; higher: review sooner.
-    """
-    q, predicted = np.asarray(q, dtype=np.float64), np.asarray(predicted, dtype=np.int64)
-    counts = np.maximum(np.bincount(predicted, minlength=q.shape[1]), 1).astype(np.float64)
-    wrong = q.copy()
-    wrong[np.arange(len(q)), predicted] = 0.0
-    return (wrong / counts).sum(axis=1)
-
-
-def review_scores(proba: np.ndarray, predicted: np.ndarray, threshold: float | None,
-                  calibration: ReviewCalibration | None) -> np.ndarray:
-    """The review queue's score of each unit of one set being reviewed (higher: review sooner).
-
-    Parameters
-    ----------
-    proba : numpy.ndarray
-        The model's ``(n_units, n_classes)`` probabilities (not centred).
-    predicted : numpy.ndarray
-        Its class code of each unit (:func:`model_decision`).
-    threshold : float or None
-        A binary model's decision threshold (:func:`decision_threshold`).
-    calibration : ReviewCalibration or None
-        With one: :func:`expected_gain` of the calibrated centred probabilities; without: the margin
-        (:func:`model_uncertainty`).
-
-    Returns
-    -------
-    numpy.ndarray
-    """
-    if calibration is None:
-        return model_uncertainty(proba, threshold)
-    return expected_gain(calibration.apply(centred(proba, threshold)), predicted)
+    p = np.asarray(proba, dtype=np.float64)
+    if threshold is not None and p.shape[1] == 2:
+        p = centre_on_threshold(p, threshold)
+    return uncertainty(p, strategy)
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One model's part of a predictions table: its classes (``probability_<class>`` columns), threshold and
-    review calibration (None: ranked by uncertainty)."""
+    """One model's part of a predictions table: its classes (``probability_<class>`` columns) and threshold."""
 
     classes: Sequence[str]
     threshold: float | None = None
-    calibration: ReviewCalibration | None = None
-
-
-def review_ranking(stages: Sequence[Stage]) -> str:
-    """``"calibrated"`` when every stage has a calibration, else ``"margin"`` (a cascade's two scores must be
-    on one scale)."""
-    return "calibrated" if stages and all(s.calibration is not None for s in stages) else "margin"
 
 
 def table_uncertainty(predictions: pd.DataFrame, stages: Sequence[Stage], strategy: str = "margin") -> np.ndarray:
-    """Review score of every unit of a predictions table (``probability_<class>`` columns, as ``predict`` writes).
+    """Uncertainty of every unit of a predictions table (``probability_<class>`` columns, as ``predict`` writes).
 
     Parameters
     ----------
@@ -200,9 +118,7 @@ def table_uncertainty(predictions: pd.DataFrame, stages: Sequence[Stage], strate
     stages : sequence of Stage
         One model, or the two of a cascade. A unit's score is the largest of its stages' scores (a label is as
         doubtful as the most doubtful decision that made it); a stage that did not see a unit (a cascade's second
-        model on noise units: its probabilities are NaN) does not count. When every stage has a calibration
-        (:func:`review_ranking`), each scores by :func:`review_scores` over the units it saw (its decision from
-        its probabilities, :func:`model_decision`); else each by :func:`model_uncertainty` with ``strategy``.
+        model on noise units: its probabilities are NaN) does not count.
     strategy : str
         See :func:`uncertainty`.
 
@@ -211,18 +127,10 @@ def table_uncertainty(predictions: pd.DataFrame, stages: Sequence[Stage], strate
     numpy.ndarray
         One score per row (NaN only where no stage has probabilities).
     """
-    calibrated = review_ranking(stages) == "calibrated"
     per_stage = []
     for stage in stages:
         proba = predictions[[f"probability_{c}" for c in stage.classes]].to_numpy(dtype=np.float64)
-        if not calibrated:
-            per_stage.append(model_uncertainty(proba, stage.threshold, strategy))
-            continue
-        seen = ~np.isnan(proba).any(axis=1)
-        scores = np.full(len(proba), np.nan)
-        decided = model_decision(proba[seen], stage.threshold)
-        scores[seen] = review_scores(proba[seen], decided, stage.threshold, stage.calibration)
-        per_stage.append(scores)
+        per_stage.append(model_uncertainty(proba, stage.threshold, strategy))
     return np.fmax.reduce(np.vstack(per_stage), axis=0)
 
 
@@ -337,8 +245,8 @@ def add_review_queue(predictions: pd.DataFrame, stages: Sequence[Stage], budget:
                      strategy: str = "margin") -> pd.DataFrame:
     """``predictions`` with ``needs_review`` (the budget's units) and ``review_rank`` (every unit; 1 = look first).
 
-    The budget is over all rows (every recording of the command together): the units whose review is worth most
-    (:func:`table_uncertainty`), whatever their recording.
+    The budget is over all rows (every recording of the command together): the units the model is least sure
+    about (:func:`table_uncertainty`), whatever their recording.
     """
     ranks = review_ranks(table_uncertainty(predictions, stages, strategy))
     check_budget(budget, len(predictions), "the data")

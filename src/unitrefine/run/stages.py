@@ -28,16 +28,13 @@ from unitrefine.export.model_info import ModelInfo, TrainedOn
 from unitrefine.export.report import Export, HeldOut, evaluate_holdout, spec_params, write_folder
 from unitrefine.model.estimate import (
     EstimatePlan,
-    OutOfAnimal,
-    fit_review_calibration,
+    GroupScore,
     group_estimate,
     new_recording_estimate,
-    out_of_animal,
     plan_estimate,
-    predict_fold,
+    score_fold,
 )
 from unitrefine.model.final_model import FinalModel, Fitting, choose_final_model, fit_spec, member, prepare_candidates
-from unitrefine.model.uncertainty import ReviewCalibration
 from unitrefine.progress import TrialProgress, parallel_map
 from unitrefine.run.election import Finalizer
 from unitrefine.run.session import Session, StudyPlace, join_study
@@ -117,16 +114,15 @@ class Refits:
     fitted_on : UnitTable
     estimate_plan : EstimatePlan or None
         The estimate's refits (None: no estimate).
-    estimate_predictions : list of list of OutOfAnimal
-        Per refit of ``estimate_plan``, its predictions on each group it left out (out-of-animal predictions:
-        scored by the estimate, and what the review queue's ranking is calibrated on).
+    estimate_scores : list of list of GroupScore
+        Per refit of ``estimate_plan``, its scores on each group it left out (alone, and after reviews).
     """
 
     on_train: Pipeline | None
     exported: Pipeline
     fitted_on: UnitTable
     estimate_plan: EstimatePlan | None
-    estimate_predictions: list[list[OutOfAnimal]]
+    estimate_scores: list[list[GroupScore]]
 
 
 def load(cfg: TrainConfig) -> UnitTable:
@@ -259,8 +255,8 @@ def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
     The sets: the search's recordings (scored on the held-out ones), all but each left-out animal (scored on
     it, for the estimate) and the recordings the exported model is fitted on (all of them with
     ``cv.refit_on_all``). Sets that coincide (e.g. the held-out animal is one of the estimate's) are fitted
-    once. Each estimate refit predicts the groups it left out as soon as it is fitted and is then dropped, so
-    memory holds at most ``search.n_jobs`` of them (and the predictions: a few numbers per unit).
+    once. Each estimate refit is scored as soon as it is fitted and then dropped, so memory holds at most
+    ``search.n_jobs`` of them.
     """
     table, plan = data.table, data.plan
     has_held = len(data.held) > 0
@@ -274,21 +270,21 @@ def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
         folds_of.setdefault(_add(sets, est.training_positions(k)), []).append(k)
     keys = list(sets)
 
-    def fit_and_predict(key: bytes) -> tuple[Pipeline | None, list[tuple[int, list[OutOfAnimal]]]]:
+    def fit_and_score(key: bytes) -> tuple[Pipeline | None, list[tuple[int, list[GroupScore]]]]:
         model = final.fit(table.subset(sets[key]))
-        predicted = [(k, predict_fold(model, table, est.folds[k])) for k in folds_of.get(key, [])] if est else []
-        return (model if key in (export_key, train_key) else None), predicted
+        scores = [(k, score_fold(model, table, est.folds[k])) for k in folds_of.get(key, [])] if est else []
+        return (model if key in (export_key, train_key) else None), scores
 
     log.info("%d fits of the exported model (%d estimate refits; training sets that coincide are fitted once), "
              "%d side by side.", len(keys), len(est.folds) if est else 0, min(cfg.search.n_jobs, len(keys)))
-    results = dict(zip(keys, parallel_map(fit_and_predict, keys, cfg.search.n_jobs, "refits")))
-    predictions = dict(pair for _, fold_predictions in results.values() for pair in fold_predictions)
+    results = dict(zip(keys, parallel_map(fit_and_score, keys, cfg.search.n_jobs, "refits")))
+    scores = dict(pair for _, fold_scores in results.values() for pair in fold_scores)
     exported = results[export_key][0]
     assert exported is not None
     return Refits(
         on_train=results[train_key][0] if train_key is not None else None, exported=exported,
         fitted_on=table.subset(fitted_on_positions), estimate_plan=est,
-        estimate_predictions=[predictions[k] for k in range(len(est.folds))] if est else [],
+        estimate_scores=[scores[k] for k in range(len(est.folds))] if est else [],
     )
 
 
@@ -314,9 +310,8 @@ def evaluate(cfg: TrainConfig, final: FinalModel, searched: Searched, data: Data
 
 
 def estimate(searched: Searched, refits: Refits, held: HeldOut | None) -> dict[str, Any]:
-    """The expectation for new recordings: leave-one-animal-out scores, else held-out, else the CV score; with the
-    refits, what a review budget buys with the review queue's calibrated ranking."""
-    groups = group_estimate(refits.estimate_plan, refits.estimate_predictions) if refits.estimate_plan else None
+    """The expectation for new recordings: leave-one-animal-out scores, else held-out, else the CV score."""
+    groups = group_estimate(refits.estimate_plan, refits.estimate_scores) if refits.estimate_plan else None
     best = searched.study.best_trial
     return new_recording_estimate(groups, None if held is None else held.report, float(best.value),
                                   searched.counts.get("complete", 0))
@@ -328,7 +323,6 @@ def model_info(
 ) -> ModelInfo:
     """The exported model's ``model_info.json`` record (``tracking``: the MLflow ``tracking_uri`` and ``run_id``)."""
     table, fitted_on, best = data.table, refits.fitted_on, searched.study.best_trial
-    calibration = review_calibration(refits)
     return ModelInfo(
         metric_params=table.metric_params if table.metric_params is not None else metric_params_for(table.X.columns),
         requirements=run.versions,
@@ -351,18 +345,7 @@ def model_info(
         mlflow=dict(tracking),
         trusted_types=list(TRUSTED_TYPES),
         stage_seconds=dict(stage_seconds),
-        review_ranking="margin" if calibration is None else "calibrated",
-        review_calibration=None if calibration is None else calibration.to_dict(),
     )
-
-
-def review_calibration(refits: Refits) -> ReviewCalibration | None:
-    """The review queue's calibration: fitted on every group's out-of-animal predictions of the estimate's refits
-    (None without an estimate of two groups or more: the queue then ranks by the margin)."""
-    if refits.estimate_plan is None:
-        return None
-    groups = out_of_animal(refits.estimate_plan, refits.estimate_predictions)
-    return fit_review_calibration(list(groups.values())) if len(groups) >= 2 else None
 
 
 def model_folder_path(cfg: TrainConfig, run_id: str | None) -> Path:

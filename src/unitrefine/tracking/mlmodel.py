@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from unitrefine.tracking.lookups import MODEL_FOLDER
 from unitrefine.tracking.uploads import upload_folder
 
 if TYPE_CHECKING:
+    from mlflow.models import Model
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,6 @@ def write_mlmodel(
     import numpy as np
     from mlflow.models import Model, ModelSignature, infer_signature
     from mlflow.models.utils import _save_example
-    from mlflow.pyfunc import add_to_model
     from mlflow.types.schema import Schema, TensorSpec
 
     info = read_model_info(folder)
@@ -71,10 +72,7 @@ def write_mlmodel(
     model = Model(artifact_path=MODEL_FOLDER, run_id=run_id)
     model.signature = ModelSignature(infer_signature(input_example).inputs, outputs)
     _save_example(model, input_example, str(dest))
-    add_to_model(
-        model, loader_module="mlflow.sklearn", model_path=model_file, conda_env=_CONDA_FILE,
-        python_env=_PYTHON_ENV_FILE, predict_fn="predict_proba",
-    )
+    _add_python_function(model, model_file)
     model.add_flavor(
         "sklearn", pickled_model=model_file, sklearn_version=version("scikit-learn"), serialization_format="skops",
         code=None, skops_trusted_types=list(trusted_types),
@@ -82,6 +80,20 @@ def write_mlmodel(
     model.model_size_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     model.save(str(dest / "MLmodel"))
     _write_environment(dest, pip_requirements)
+
+
+def _add_python_function(model: Model, model_file: str) -> None:
+    """The ``python_function`` flavour: ``mlflow.sklearn`` loads ``model_file``, and ``predict_proba`` predicts."""
+    with warnings.catch_warnings():
+        # Importing mlflow.pyfunc infers schemas of MLflow's own GenAI types and warns that their `Any` hints are not
+        # validated (MLflow 3.17): nothing of ours, and nothing a user can act on.
+        warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType", category=UserWarning)
+        from mlflow.pyfunc import add_to_model
+
+    add_to_model(
+        model, loader_module="mlflow.sklearn", model_path=model_file, conda_env=_CONDA_FILE,
+        python_env=_PYTHON_ENV_FILE, predict_fn="predict_proba",
+    )
 
 
 def _write_environment(dest: Path, pip_requirements: list[str]) -> None:
