@@ -18,8 +18,8 @@ the simulation hours long; the search would raise both curves, not change who la
 fitted on the whole pool gives the ceiling. On a binary task the model decides, as the exported model does, at a
 threshold tuned on its labelled units (here their out-of-bag predictions), and active selection ranks the margin
 around that threshold, as ``unitrefine.suggest`` does (``--decision half``: at 0.5). Results (a markdown table and
-a PNG of the curves) go to ``benchmarks/results/active_learning.{md,png}``; ``--quick`` (one split, one seed, three rounds, 50 trees)
-checks the script in seconds and writes to a temporary folder unless ``--out`` is given.
+a PNG of the curves) go to ``benchmarks/results/active_learning.{md,png}``; ``--quick`` (one split, one seed, three
+rounds, 50 trees) checks the script in seconds and writes to a temporary folder unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def simulate(s: Setting) -> list[dict]:
                 fit_s = time.perf_counter() - started
                 proba_test, pred = predict_at(model, X_test, threshold)
                 rows.append({"task": s.task, "test_subject": s.test_subject, "seed": s.seed, "strategy": strategy,
-                             "round": r, "n_labels": int(labelled.sum()), "balanced_accuracy": balanced_accuracy(y_test, pred),
+                             "round": r, "n_labels": int(labelled.sum()),
+                             "balanced_accuracy": balanced_accuracy(y_test, pred),
                              "balanced_accuracy_argmax": balanced_accuracy(y_test, proba_test.argmax(axis=1)),
                              "threshold": threshold, "labelled_share_class1": float((y[labelled] == 1).mean()),
                              "roc_auc": roc_auc_score(y_test, proba_test[:, 1]) if len(classes) == 2 else np.nan,
@@ -214,7 +215,8 @@ def summarise(rows: pd.DataFrame, ceilings: pd.DataFrame) -> tuple[pd.DataFrame,
     for subject, c, ceil in curve_sets:
         target = float(c["random"].loc[budget])
         row = {"test_subject": subject, **{f"{k}_final": float(c[k].loc[budget]) for k in STRATEGIES}}
-        row.update({f"{k}_labels_to_stay_at_random_final": labels_to_reach(c[k], target) for k in STRATEGIES if k != "random"})
+        row.update({f"{k}_labels_to_stay_at_random_final": labels_to_reach(c[k], target)
+                    for k in STRATEGIES if k != "random"})
         reach.append({**row, "ceiling_all_labels": ceil})
     return curves, pd.DataFrame(reach)
 
@@ -311,15 +313,16 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
     mean_row = reach.iloc[-1]
     n_reach = mean_row["active_labels_to_stay_at_random_final"]
     verdict = (f"On the mean curve, active selection reaches random selection's final score "
-               f"({mean_row['random_final']:.3f} at {budget} labels) at **{int(n_reach)} labels** and stays at or above it "
-               f"({n_reach / budget:.0%} of random's labels)."
+               f"({mean_row['random_final']:.3f} at {budget} labels) at **{int(n_reach)} labels** and stays at or "
+               f"above it ({n_reach / budget:.0%} of random's labels)."
                if not np.isnan(n_reach) else
                f"On the mean curve, active selection does **not** end at or above random selection's final score "
                f"({mean_row['random_final']:.3f} at {budget} labels).")
     per_split = reach.iloc[:-1]["active_labels_to_stay_at_random_final"]
     text = f"""# Active vs random labelling (`{args.command}`)
 
-- date: {dt.date.today()}; machine: {os.cpu_count()} cores, {mem_gb:.0f} GiB, {platform.platform()}; {args.jobs} worker processes
+- date: {dt.date.today()}; machine: {os.cpu_count()} cores, {mem_gb:.0f} GiB, {platform.platform()};
+  {args.jobs} worker processes
 - wall time: {wall_s:.0f} s; load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}
   (above the core count: other work shared the machine, so the wall time is not clean; the scores do not depend on it)
 - data: `mouse_v1` (9 recordings, 4 mice), task `{args.task}`; each split leaves one whole mouse out as the test set;
@@ -335,8 +338,8 @@ def write_markdown(path: Path, png: Path, args: argparse.Namespace, rows: pd.Dat
 - decision: {decision_text(rows)}
 - ceiling: the same model fitted on every unit of the pool
 
-{verdict} Per split it does so in {int(per_split.notna().sum())} of {len(per_split)} (the split's curve averaged over seeds;
-"reaches" means at that number of labels and at every later one).
+{verdict} Per split it does so in {int(per_split.notna().sum())} of {len(per_split)} (the split's curve averaged
+over seeds; "reaches" means at that number of labels and at every later one).
 
 ## Balanced accuracy on the left-out mouse against labels (mean over splits; ± std over seeds)
 
@@ -364,7 +367,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--trees", type=int, default=200)
     parser.add_argument("--decision", choices=("tuned", "half"), default="tuned",
                         help="binary tasks: decide at a threshold tuned on the labelled units' out-of-bag predictions "
-                             "(as threshold.tune ships it; active selection ranks around it, as suggest does) or at 0.5")
+                             "(as threshold.tune ships it; active selection ranks around it, as suggest does) or at "
+                             "0.5")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--splits", default=None, help="comma-separated mice to leave out (default: every mouse)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results)")

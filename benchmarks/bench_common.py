@@ -22,8 +22,8 @@ def code_version() -> str:
 
     The checkout's path is not part of it: results are committed and must not name this machine's folders.
     """
-    probe = subprocess.run([sys.executable, "-c", "import unitrefine, pathlib; print(pathlib.Path(unitrefine.__file__).parent)"],
-                           capture_output=True, text=True, check=True)
+    where = "import unitrefine, pathlib; print(pathlib.Path(unitrefine.__file__).parent)"
+    probe = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, check=True)
     src = probe.stdout.strip()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True)
@@ -35,7 +35,7 @@ def code_version() -> str:
 def machine_line() -> str:
     """Date, cores, memory, platform and the load average when the benchmark started."""
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, "
+    return (f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, "
             f"{memory_gib():.0f} GiB, {platform.platform()}, Python {platform.python_version()}\n"
             f"- load average at start (1, 5, 15 min): {load} — above ~0.5 the figures were measured under contention\n"
             f"- code: unitrefine {code_version()}\n")

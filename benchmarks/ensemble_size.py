@@ -103,17 +103,20 @@ def table(task: str) -> str:
         return f"No cached splits for {task}.\n"
     splits = [c["split"] for c in cells]
     lines = [f"## {task}: left-out mouse balanced accuracy by `ensemble.max_members`", "",
-             "| max_members | " + " | ".join(splits) + " | mean | members (per split) | refit s (mean) | model MB (mean) |",
+             "| max_members | " + " | ".join(splits)
+             + " | mean | members (per split) | refit s (mean) | model MB (mean) |",
              "|---|" + "---|" * (len(splits) + 4)]
     for i, row in enumerate(cells[0]["rows"]):
         per = [c["rows"][i] for c in cells]
         mean = sum(r["held_out"] for r in per) / len(per)
         lines.append(f"| {row['max_members'] if row['max_members'] is not None else 'none'} | "
                      + " | ".join(f"{r['held_out']:.3f}" for r in per) + f" | **{mean:.3f}** | "
-                     + " ".join(str(r["members"]) for r in per) + f" | {sum(r['refit_s'] for r in per) / len(per):.0f} | "
+                     + " ".join(str(r["members"]) for r in per)
+                     + f" | {sum(r['refit_s'] for r in per) / len(per):.0f} | "
                      + f"{sum(r['model_mb'] for r in per) / len(per):.0f} |")
     lines += ["", "Completed trials (wall time of the search command, load average) per split: "
-              + "; ".join(f"{c['split']} {c['n_complete']} ({c['search_s']:.0f} s, {c['load_average']})" for c in cells), ""]
+              + "; ".join(f"{c['split']} {c['n_complete']} ({c['search_s']:.0f} s, {c['load_average']})"
+                          for c in cells), ""]
     return "\n".join(lines)
 
 

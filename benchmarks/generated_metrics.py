@@ -75,7 +75,9 @@ def _jitter(values: pd.DataFrame, template: pd.DataFrame, rng: np.random.Generat
     return out
 
 
-def generate_recording(template: Recording, n_units: int, columns: list[str], rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+def generate_recording(
+    template: Recording, n_units: int, columns: list[str], rng: np.random.Generator
+) -> tuple[pd.DataFrame, np.ndarray]:
     """``n_units`` units resampled per class from ``template``; returns metrics (with ``cluster_id``) and labels."""
     classes, counts = np.unique(template.labels, return_counts=True)
     drawn = rng.multinomial(n_units, counts / counts.sum())

@@ -266,7 +266,7 @@ def report(check: UiCheck, n_trials: int) -> str:
         "# The MLflow UI on a unitrefine experiment (headless Chromium)", "",
         "`python benchmarks/mlflow_ui.py`: a smoke run "
         f"({n_trials} trials) into a fresh SQLite store, `mlflow server` on loopback, a fresh browser per visit.", "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; MLflow {version('mlflow')}; "
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; MLflow {version('mlflow')}; "
         f"{check.browser} driven by playwright {version('playwright')}",
         f"- result: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}", "",
         "| visit | shows | cv_score column | columns shown |", "| --- | --- | --- | --- |",

@@ -35,7 +35,8 @@ SAMPLE = PROJECT / "experiments" / "mouse_v1" / "data" / "mouse1a_imec0" / "qual
 TARGET_S = 2.0
 #: Runs a command and prints its peak resident memory (a process of its own, so no earlier child counts).
 _PEAK_WRAPPER = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-                 "print(json.dumps({'rc': p.returncode, 'peak_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+                 "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
+                 "print(json.dumps({'rc': p.returncode, 'peak_mb': peak}))")
 #: After a prediction in this process: which heavy libraries were imported.
 _IMPORTED = """
 import runpy, sys
@@ -97,9 +98,9 @@ def cold_start(model: Path, tmp: Path, runs: int) -> dict[str, object]:
                 and not parts[2].startswith("  "):
             imports.append((int(parts[1]) / 1e6, parts[2].strip()))
     heavy = subprocess.run([sys.executable, "-c", _IMPORTED, *cmd[3:]], capture_output=True, text=True)
+    heavy_found = heavy.stdout.strip().splitlines()[-1] if heavy.returncode == 0 else f"error: {heavy.stderr[-300:]}"
     return {"walls": walls, "median": statistics.median(walls), "floor": statistics.median(floor),
-            "bare": statistics.median(bare), "imports": sorted(imports, reverse=True)[:8],
-            "heavy": heavy.stdout.strip().splitlines()[-1] if heavy.returncode == 0 else f"error: {heavy.stderr[-300:]}"}
+            "bare": statistics.median(bare), "imports": sorted(imports, reverse=True)[:8], "heavy": heavy_found}
 
 
 def throughput(model: Path, tmp: Path, units: int) -> dict[str, float]:
@@ -143,17 +144,20 @@ def main(argv: list[str] | None = None) -> Path:
               flush=True)
     best = info.get("best_configuration", {})
     met = cold["median"] <= TARGET_S
+    model_text = f"`{args.model}`" if args.model else "a `+experiment=smoke` model trained for the run"
+    walls = ", ".join(f"{w:.2f}" for w in cold["walls"])
     text = (
         "# Prediction: cold start and throughput of `python -m unitrefine.predict`\n\n" + machine
         + f"- command: `python benchmarks/predict_latency.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n"
-        + f"- model: {'`' + str(args.model) + '`' if args.model else 'a `+experiment=smoke` model trained for the run'}: "
-          f"{best.get('imputer')} / {best.get('scaler')} / {best.get('classifier')}, {len(info.get('features', []))} features\n\n"
+        + f"- model: {model_text}: {best.get('imputer')} / {best.get('scaler')} / {best.get('classifier')}, "
+          f"{len(info.get('features', []))} features\n\n"
         + "## Cold start, 50 units\n\n"
-        + f"- **median {cold['median']:.2f} s** over {runs} fresh processes ({', '.join(f'{w:.2f}' for w in cold['walls'])}); "
+        + f"- **median {cold['median']:.2f} s** over {runs} fresh processes ({walls}); "
           f"target <= {TARGET_S:.0f} s: **{'met' if met else 'NOT met'}**\n"
         + f"- floor: `python -c 'import pandas, sklearn.base, skops.io'` {cold['floor']:.2f} s (skops imports every "
           f"scikit-learn estimator to list its trusted types); the bare interpreter {cold['bare']:.2f} s\n"
-        + f"- heavy libraries the command imported: {cold['heavy']} (mlflow, optuna and spikeinterface must not be there)\n"
+        + f"- heavy libraries the command imported: {cold['heavy']} "
+          "(mlflow, optuna and spikeinterface must not be there)\n"
         + "- slowest top-level imports (`-X importtime`, cumulative): "
         + ", ".join(f"{m} {s:.2f} s" for s, m in cold["imports"]) + "\n\n"
         + f"## Throughput, {big['units']:,} units x 40 metrics ({big['csv_mb']:.0f} MB CSV)\n\n"

@@ -359,9 +359,10 @@ def task_table(task: str) -> str:
 def estimate_table(cells: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: per ranking and budget, the printed estimate against the left-out mouse's curated score."""
     budgets = cells[0]["budgets"]
-    lines = ["**The run's printed estimate against the left-out mouse** (printed: mean over the training mice, each "
-             "curated by the refit without it, its ranking calibrated on the other training mice; error: printed "
-             "minus actual, mean over the splits; inside: the actual score within the printed 90 % interval):", "",
+    lines = ["**The run's printed estimate against the left-out mouse** (printed: what the run's estimate prints, "
+             "the mean over the training mice, each curated by the refit without it; `calibrated` and `conformal` "
+             "calibrated on the other training mice only; error: printed minus actual, mean over the splits; inside: "
+             "the actual score within the printed 90 % interval; `margin` is the product's ranking):", "",
              "| ranking | review | actual | printed | mean error | inside |", "|---|---|---|---|---|---|"]
     for r in ("margin", "calibrated", "conformal"):
         for i, b in enumerate(budgets):

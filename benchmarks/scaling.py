@@ -1,6 +1,7 @@
 """Cost of a trial per component family as the number of units grows, and the 100k-unit target run.
 
-    python benchmarks/scaling.py                  # 12 families x 1k, 10k, 100k units, then the target run (~20 min on 2 cores)
+    python benchmarks/scaling.py                  # 12 families x 1k, 10k, 100k units, then the target run
+                                                  # (~20 min on 2 cores)
     python benchmarks/scaling.py --quick          # 3 families x 1k and 3k units, no target run (about a minute)
     python benchmarks/scaling.py --sizes 1000 10000 --families svc imputer=knn --no-limits --no-target
     python benchmarks/scaling.py --target-only    # only the target run
@@ -43,7 +44,8 @@ TARGET_UNITS, TARGET_TRIALS, TARGET_S, TARGET_MB = 100_000, 20, 600, 4096
 N_METRICS = 40
 #: Runs a command and prints its peak resident memory (a process of its own, so no earlier child counts).
 _PEAK_WRAPPER = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-                 "print(json.dumps({'rc': p.returncode, 'peak_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+                 "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
+                 "print(json.dumps({'rc': p.returncode, 'peak_mb': peak}))")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -155,7 +157,8 @@ def target_run(root: Path, seed: int, n_trials: int, units: int) -> dict[str, An
     log = root / "target.log"
     started = time.perf_counter()
     with log.open("w") as err:
-        proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *cmd], stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *cmd], stdout=subprocess.PIPE, stderr=err,
+                              text=True)
     wall = time.perf_counter() - started
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     text = log.read_text()
@@ -242,9 +245,10 @@ def report(results: list[dict[str, Any]], target: dict[str, Any] | None, sizes: 
     if results:
         RESULTS.mkdir(exist_ok=True)
         plot(results, families, png, limits)
-    text = [f"# Scaling: cost of a trial per family, {', '.join(f'{s:,}' for s in sizes)} units x {N_METRICS} metrics\n",
-            machine, f"- command: `{command}`\n",
-            f"- `search.unit_limits`: {'the defaults ' + json.dumps(DEFAULT_UNIT_LIMITS) if limits else 'lifted (--no-limits)'}\n"]
+    limits_text = "the defaults " + json.dumps(DEFAULT_UNIT_LIMITS) if limits else "lifted (--no-limits)"
+    sizes_text = ", ".join(f"{s:,}" for s in sizes)
+    text = [f"# Scaling: cost of a trial per family, {sizes_text} units x {N_METRICS} metrics\n", machine,
+            f"- command: `{command}`\n", f"- `search.unit_limits`: {limits_text}\n"]
     if target is not None:
         ok = target["wall_s"] <= TARGET_S and target["peak_mb"] <= TARGET_MB
         text.append(

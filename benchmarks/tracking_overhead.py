@@ -1,6 +1,7 @@
 """MLflow tracking overhead: the same seeded study with tracking on and off, as a share of the search time.
 
-    python benchmarks/tracking_overhead.py            # 50 and 200 trials, 3 runs of each mode (about 8 minutes on 2 cores)
+    python benchmarks/tracking_overhead.py            # 50 and 200 trials, 3 runs of each mode
+                                                      # (about 8 minutes on 2 cores)
     python benchmarks/tracking_overhead.py --quick    # 10 trials, 1 run of each mode (about a minute)
 
 Every run is ``python -m unitrefine.train +experiment=smoke search.n_trials=N`` in a fresh process with its own
@@ -70,7 +71,8 @@ def run_once(n_trials: int, tracking: bool, n_jobs: int, folder: Path) -> Run:
         raise SystemExit("the training log has no 'This worker searched for' line: is this unitrefine too old?")
     board = pd.read_csv(folder / "model" / "model_accuracies.csv").sort_values("trial")
     scores = tuple(round(float(v), 6) for v in board["cv_score"].fillna(-1.0))
-    return Run(n_trials, tracking, float(searched.group(1)), float(searched.group(2)), wall, counts.group(1) if counts else "?", scores)
+    return Run(n_trials, tracking, float(searched.group(1)), float(searched.group(2)), wall,
+               counts.group(1) if counts else "?", scores)
 
 
 def measure(trials: list[int], repeats: int, n_jobs: int) -> list[Run]:
@@ -113,7 +115,8 @@ def summarise(runs: list[Run], n_jobs: int) -> tuple[str, bool]:
             f"- **{n} trials: overhead {100 * overhead:+.1f} % of the search time** "
             f"({1000 * (med[True] - med[False]) / n:+.0f} ms per trial; target <= {100 * TARGET:.0f} %: "
             f"{'met' if overhead <= TARGET else 'NOT met'}); CPU time of the search "
-            f"{100 * (cpu[True] / cpu[False] - 1):+.1f} % ({1000 * (cpu[True] - cpu[False]) / n:+.0f} ms per trial); whole command {wall_on - wall_off:+.1f} s "
+            f"{100 * (cpu[True] / cpu[False] - 1):+.1f} % ({1000 * (cpu[True] - cpu[False]) / n:+.0f} ms per trial); "
+            f"whole command {wall_on - wall_off:+.1f} s "
             f"({100 * (wall_on / wall_off - 1):+.0f} %, one-off costs included); "
             f"{'the same trials and scores in every run' if same else 'trial scores differ between runs (n_jobs > 1?)'}"
         )
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[50, 200], help="trial budgets (default 50 200)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each mode per budget (default 3)")
-    parser.add_argument("--n-jobs", type=int, default=1, help="search.n_jobs (default 1: the same trials in both modes)")
+    parser.add_argument("--n-jobs", type=int, default=1,
+                        help="search.n_jobs (default 1: the same trials in both modes)")
     parser.add_argument("--quick", action="store_true", help="10 trials, one run of each mode")
     parser.add_argument("--tag", default="", help="suffix of the results file (e.g. to keep a run of older code)")
     args = parser.parse_args(argv)
@@ -135,10 +139,11 @@ def main(argv: list[str] | None = None) -> Path:
     runs = measure(trials, repeats, args.n_jobs)
     table, met = summarise(runs, args.n_jobs)
     name = "tracking_overhead" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
+    given = " ".join(argv if argv is not None else sys.argv[1:])
     return write_result(name, (
         "# MLflow tracking overhead: `+experiment=smoke`, tracking on vs off\n\n"
         + machine
-        + f"- command: `python benchmarks/tracking_overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n"
+        + f"- command: `python benchmarks/tracking_overhead.py {given}`\n"
         + f"- target: tracking adds <= {100 * TARGET:.0f} % to the search time: **{'met' if met else 'NOT met'}**\n\n"
         + table
     ))

@@ -9,11 +9,11 @@ trainers learn from the other recordings and are scored on the left-out ones. Sp
 defaults (4 imputers x 3 scalers x random forest, RandomizedSearchCV 25 x 5-fold, its own 80/20 split of
 the given units, ``n_jobs=1``); unitrefine runs the task's experiment (``mouse_v1``, ``mouse_noise_v1``,
 ``mouse_3class_v1``, both cores) with the split's recordings excluded (``dataset.exclude_recordings``) and
-its own held-out recordings released to the search, and its exported model is scored on the split; the table also shows the estimate for new
-recordings that run printed, to check that it is honest. Every (trainer, task, split) cell runs in its own
-process and is cached as JSON under ``benchmarks/results/vs_spikeinterface/`` (SpikeInterface's trainer takes
-about half an hour per cell on one core), so an interrupted benchmark resumes; delete a JSON to re-measure
-it. The table of all cached cells is written to ``benchmarks/results/vs_spikeinterface.md``.
+its own held-out recordings released to the search, and its exported model is scored on the split; the table also
+shows the estimate for new recordings that run printed, to check that it is honest. Every (trainer, task, split)
+cell runs in its own process and is cached as JSON under ``benchmarks/results/vs_spikeinterface/``
+(SpikeInterface's trainer takes about half an hour per cell on one core), so an interrupted benchmark resumes;
+delete a JSON to re-measure it. The table of all cached cells is written to ``benchmarks/results/vs_spikeinterface.md``.
 """
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ def review_budget_table(cells: list[dict]) -> list[str]:
     the run printed beforehand (its estimate's review-budget curve): mean, mean error, interval coverage."""
     lines = []
     for task in EXPERIMENTS:
-        ours = [c for c in cells if c["trainer"] == "unitrefine" and c["task"] == task and c.get("printed_review_budget")]
+        ours = [c for c in cells
+                if c["trainer"] == "unitrefine" and c["task"] == task and c.get("printed_review_budget")]
         if not ours:
             continue
         lines += [f"## {task}: curated balanced accuracy on the left-out mouse by review budget", "",
@@ -182,8 +183,9 @@ def review_budget_table(cells: list[dict]) -> list[str]:
             printed = [c["printed_review_budget"][i] for c in ours]
             errors = [p["balanced_accuracy"] - a for p, a in zip(printed, actual)]
             inside = sum(p["interval"][0] <= a <= p["interval"][1] for p, a in zip(printed, actual))
+            printed_mean = sum(p["balanced_accuracy"] for p in printed) / len(printed)
             lines.append(f"| {float(f):.0%} | " + " | ".join(f"{a:.3f}" for a in actual)
-                         + f" | **{sum(actual) / len(actual):.3f}** | {sum(p['balanced_accuracy'] for p in printed) / len(printed):.3f}"
+                         + f" | **{sum(actual) / len(actual):.3f}** | {printed_mean:.3f}"
                          f" | {sum(errors) / len(errors):+.3f} | {inside} of {len(ours)} |")
         lines.append("")
     return lines
@@ -214,8 +216,10 @@ def table() -> str:
         for split in splits:
             ur, si = rows.get((split, "unitrefine")), rows.get((split, "spikeinterface"))
             fmt = lambda c, k, f: format(c[k], f) if c and c.get(k) is not None else "—"  # noqa: E731
-            lines.append(f"| {split} ({len((ur or si)['holdout'])} recordings) | {fmt(ur, 'balanced_accuracy', '.3f')} "
-                         f"| {fmt(ur, 'printed_estimate', '.3f')}{_interval(ur)} | {fmt(si, 'balanced_accuracy', '.3f')} "
+            lines.append(f"| {split} ({len((ur or si)['holdout'])} recordings) "
+                         f"| {fmt(ur, 'balanced_accuracy', '.3f')} "
+                         f"| {fmt(ur, 'printed_estimate', '.3f')}{_interval(ur)} "
+                         f"| {fmt(si, 'balanced_accuracy', '.3f')} "
                          f"| {fmt(ur, 'wall_s', '.0f')} | {fmt(si, 'wall_s', '.0f')} | {fmt(ur, 'peak_rss_mb', '.0f')} "
                          f"| {fmt(si, 'peak_rss_mb', '.0f')} |")
         both = [s for s in splits if (s, "unitrefine") in rows and (s, "spikeinterface") in rows]
@@ -226,7 +230,8 @@ def table() -> str:
                       for s in both]
             lines.append(f"| **mean of {len(both)} splits** | **{mean['unitrefine', 'balanced_accuracy']:.3f}** "
                          f"| mean error {sum(errors) / len(errors):+.3f} (mean abs. "
-                         f"{sum(map(abs, errors)) / len(errors):.3f}) | **{mean['spikeinterface', 'balanced_accuracy']:.3f}** "
+                         f"{sum(map(abs, errors)) / len(errors):.3f}) "
+                         f"| **{mean['spikeinterface', 'balanced_accuracy']:.3f}** "
                          f"| {mean['unitrefine', 'wall_s']:.0f} | {mean['spikeinterface', 'wall_s']:.0f} | | |")
         lines.append("")
     lines += review_budget_table(cells)

@@ -87,7 +87,8 @@ def make_config(tmp_path: Path, recordings: list[dict[str, str]], overrides: lis
 # --------------------------------------------------------------------------------------------------
 
 #: 10 units (5 good, 2 mua, 3 noise) per 60 s, 8-channel recording: about a second each to make.
-TINY_GENERATE = {"duration_s": 60.0, "num_channels": 8, "num_units": 8, "n_merged": 1, "n_contaminated": 1, "n_noise": 3}
+TINY_GENERATE = {"duration_s": 60.0, "num_channels": 8, "num_units": 8, "n_merged": 1, "n_contaminated": 1,
+                 "n_noise": 3}
 TINY_QUALITY = ["num_spikes", "firing_rate", "presence_ratio", "snr", "isi_violation", "firing_range", "amplitude_cv",
                 "amplitude_median", "noise_cutoff"]
 TINY_TEMPLATE = ["peak_to_trough_duration", "half_width", "repolarization_slope", "recovery_slope",
@@ -110,7 +111,8 @@ def synthetic_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gen = GenerateConfig(**TINY_GENERATE)
     for i in range(N_BANK):
         recording, sorting, labels = make_units(gen, [7, i])
-        write_recording(root / f"r{i}", "analyzer", "cluster_group.tsv", recording, sorting, labels, BASE_EXTENSIONS, {})
+        write_recording(root / f"r{i}", "analyzer", "cluster_group.tsv", recording, sorting, labels,
+                        BASE_EXTENSIONS, {})
     return root
 
 
@@ -136,7 +138,8 @@ def analyzer_dataset(folders: list[Path], **changes: Any) -> dict[str, Any]:
             {"id": f.name, "analyzer": str(f / "analyzer"), "labels": str(f / "cluster_group.tsv")} for f in folders
         ],
         "compute": {
-            "quality_metrics": {"metric_names": TINY_QUALITY, "metric_params": {"presence_ratio": {"bin_duration_s": 10}}},
+            "quality_metrics": {"metric_names": TINY_QUALITY,
+                                "metric_params": {"presence_ratio": {"bin_duration_s": 10}}},
             "template_metrics": {"metric_names": TINY_TEMPLATE},
         },
     }

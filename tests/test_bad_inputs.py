@@ -167,7 +167,8 @@ def test_bad_training_input_fails_clearly_and_writes_nothing(
 
 # ------------------------------------------------------------------------------------------ command line
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_command_line_user_errors_exit_2_with_one_message_and_write_nothing(tmp_path: Path) -> None:
@@ -223,8 +224,10 @@ LOAD_CASES = [
      r"must hold exactly one .skops file; it holds \['best_model.skops', 'other.skops'\]"),
     ("no-skops-file", lambda f: (f / "best_model.skops").unlink(), r"must hold exactly one .skops file; it holds none"),
     ("no-model-info", lambda f: (f / "model_info.json").unlink(), r"has no model_info.json"),
-    ("model-info-not-json", lambda f: (f / "model_info.json").write_text("{not json"), r"model_info.json is not valid JSON"),
-    ("untrusted-type-in-skops", crafted_skops, r"not on unitrefine's reviewed list: \['posix.system'\]\. It was not loaded"),
+    ("model-info-not-json", lambda f: (f / "model_info.json").write_text("{not json"),
+     r"model_info.json is not valid JSON"),
+    ("untrusted-type-in-skops", crafted_skops,
+     r"not on unitrefine's reviewed list: \['posix.system'\]\. It was not loaded"),
     ("model-folder-absent", lambda f: shutil.rmtree(f), r"Model folder .*model does not exist"),
 ]
 

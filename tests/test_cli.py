@@ -45,7 +45,8 @@ def test_smoke_experiment_runs_from_any_directory_and_reports(tmp_path: Path) ->
         (["task=noise_vs_neural", "~task.mapping.mua"], "'mua' (first at unit"),
     ],
 )
-def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path, args: list[str],
+                                                                  message: str) -> None:
     proc = run_cli("+experiment=smoke", *args, *outputs(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr

@@ -49,9 +49,11 @@ def test_the_other_mouse_experiments_differ_from_mouse_v1_only_in_task(name: str
 
 
 def test_exclude_recordings_removes_them_and_rejects_unknown_or_held_out_ids() -> None:
-    cfg = validate_config(compose_config(["+experiment=mouse_v1", "dataset.exclude_recordings=[mouse1a_imec0,mouse1b_imec0]"]))
+    overrides = ["+experiment=mouse_v1", "dataset.exclude_recordings=[mouse1a_imec0,mouse1b_imec0]"]
+    cfg = validate_config(compose_config(overrides))
     assert [r.id for r in cfg.dataset.recordings] == [
-        "mouse2a_imec0", "mouse2b_imec0", "mouse3a_imec0", "mouse3b_imec0", "mouse3c_imec0", "mouse4_imec0", "mouse4_imec1"]
+        "mouse2a_imec0", "mouse2b_imec0", "mouse3a_imec0", "mouse3b_imec0", "mouse3c_imec0", "mouse4_imec0",
+        "mouse4_imec1"]
     with pytest.raises(UnitRefineError, match=r"names \['mouse9'\], which are not recordings"):
         validate_config(compose_config(["+experiment=mouse_v1", "dataset.exclude_recordings=[mouse9]"]))
     with pytest.raises(UnitRefineError, match=r"both excluded from the dataset and held out"):
@@ -81,7 +83,8 @@ def test_keys_other_tooling_relies_on_exist() -> None:
         (["+search.unit_limits.svm=5000"], r"search\.unit_limits\.svm: 'svm' is not a component"),
         (["search.unit_limits.svc=50"], r"search\.unit_limits\.svc must be null \(no limit\) or at least 100"),
         (["search.unit_limits.svc=many"], r"search\.unit_limits"),
-        (["search.resume=stric"], r"search\.resume must be one of: true, false, strict \(got 'stric'; did you mean strict"),
+        (["search.resume=stric"],
+         r"search\.resume must be one of: true, false, strict \(got 'stric'; did you mean strict"),
         (["search.resume=1"], r"search\.resume must be one of: true, false, strict \(got '1'\)"),
     ],
 )
@@ -299,7 +302,7 @@ def test_a_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path: Path) -
     (conf / "experiment").mkdir(parents=True)
     bad = conf / "experiment" / "mine.yaml"
     bad.write_text("# @package _global_\nsearch:\n  n_trials: [3\ncv: {}\n")
-    with pytest.raises(yaml.YAMLError) as info:
-        yaml.safe_load(bad.open())
+    with pytest.raises(yaml.YAMLError) as info, bad.open() as stream:
+        yaml.safe_load(stream)
     message = explain_yaml_error(info.value, conf)
     assert message.startswith("The config file conf/experiment/mine.yaml is not valid YAML, line 4, column 3:"), message

@@ -12,7 +12,8 @@ from conftest import copy_recordings
 
 def run_predict(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "unitrefine.predict", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, "-m", "unitrefine.predict", *args], cwd=cwd, capture_output=True, text=True, check=False,
+        timeout=300,
     )
 
 

@@ -18,7 +18,8 @@ from unitrefine.export.folder import INFO_FILE, dump_model, write_json
 
 def run_suggest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "unitrefine.suggest", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, "-m", "unitrefine.suggest", *args], cwd=cwd, capture_output=True, text=True, check=False,
+        timeout=300,
     )
 
 
@@ -26,7 +27,8 @@ def run_suggest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def workdir(tmp_path: Path) -> Path:
     """A binary model folder (``model/``) and two recordings' metrics (``new/recA.csv``, ``new/recB.csv``)."""
     files = write_recording(tmp_path / "raw" / "train", n_units=80, seed=1, spread=2.5)
-    X = pd.read_csv(files["metrics"]).drop(columns="cluster_id").rename(columns={"peak_to_valley": "peak_to_trough_duration"})
+    X = pd.read_csv(files["metrics"]).drop(columns="cluster_id")
+    X = X.rename(columns={"peak_to_valley": "peak_to_trough_duration"})
     y = (pd.read_csv(files["labels"], sep="\t")["group"] == "good").astype(int).to_numpy()
     model = Pipeline([("imputer", SimpleImputer(strategy="median")),
                       ("classifier", RandomForestClassifier(n_estimators=20, random_state=0, n_jobs=1))])
@@ -54,7 +56,8 @@ def test_suggest_command_with_relative_paths_and_labels(workdir: Path) -> None:
                                  "probability_good"]
     assert got["rank"].tolist() == [1, 2, 3, 4, 5, 6] and (got["recording"].value_counts() == 3).all()
     assert not {("recA", "1"), ("recA", "3")} & set(zip(got["recording"], got["unit_id"]))
-    assert sorted(p.name for p in workdir.iterdir()) == ["done.csv", "model", "new", "out", "raw"]  # Hydra wrote nothing
+    # Hydra wrote nothing
+    assert sorted(p.name for p in workdir.iterdir()) == ["done.csv", "model", "new", "out", "raw"]
     # The output exists now: refused without overwrite=true (exit 2, one line, file unchanged).
     before = (workdir / "out" / "next.csv").read_bytes()
     proc = run_suggest("model=model", "data=new", "output=out/next.csv", cwd=workdir)

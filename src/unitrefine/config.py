@@ -7,7 +7,7 @@ their names are importable from here. Every default is in ``conf/`` (see :mod:`u
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -100,13 +100,13 @@ def _components() -> set[str]:
     return {name for group in REGISTRY.values() for name, c in group.items() if c.build is not None}
 
 
-def default_unit_limits() -> dict[str, Optional[int]]:
+def default_unit_limits() -> dict[str, int | None]:
     """``search.unit_limits`` as ``conf/train.yaml`` sets it (the components fitted on a subsample, and its size)."""
     return dict(_train_yaml_unit_limits())
 
 
 @cache
-def _train_yaml_unit_limits() -> dict[str, Optional[int]]:
+def _train_yaml_unit_limits() -> dict[str, int | None]:
     limits = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml").search.unit_limits)
     assert isinstance(limits, dict)
     return limits

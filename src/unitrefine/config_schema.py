@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -25,17 +25,17 @@ class RecordingConfig:
     """One recording session: a metrics table (or a SortingAnalyzer folder), its labels and the ids used to group it."""
 
     id: str = MISSING
-    metrics: Optional[str] = None
-    labels: Optional[str] = None
-    subject: Optional[str] = None
-    analyzer: Optional[str] = None
+    metrics: str | None = None
+    labels: str | None = None
+    subject: str | None = None
+    analyzer: str | None = None
 
 
 @dataclass
 class MetricsConfig:
     """Analyzer mode: SpikeInterface metrics of one extension to compute where an analyzer lacks them."""
 
-    metric_names: Optional[list[str]] = None
+    metric_names: list[str] | None = None
     metric_params: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -75,15 +75,15 @@ class DatasetConfig:
     name: str = MISSING
     mode: str = "csv"
     recordings: list[RecordingConfig] = field(default_factory=list)
-    label_column: Optional[str] = None
-    metric_names: Optional[list[str]] = None
+    label_column: str | None = None
+    metric_names: list[str] | None = None
     exclude_metrics: list[str] = field(default_factory=list)
     exclude_recordings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    label_property: Optional[str] = None
+    label_property: str | None = None
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     strict: bool = False
-    generate: Optional[GenerateConfig] = None
+    generate: GenerateConfig | None = None
 
 
 @dataclass
@@ -96,7 +96,7 @@ class TaskConfig:
 
     name: str = MISSING
     classes: list[str] = MISSING
-    mapping: dict[str, Optional[str]] = MISSING
+    mapping: dict[str, str | None] = MISSING
 
 
 @dataclass
@@ -104,7 +104,7 @@ class CVConfig:
     """Inner cross-validation used by the search and the outer held-out recordings (``conf/cv/default.yaml``)."""
 
     n_splits: int = 5
-    group_by: Optional[str] = "recording"
+    group_by: str | None = "recording"
     scoring: str = "balanced_accuracy"
     holdout_recordings: list[str] = field(default_factory=list)
     n_holdout_recordings: int = 0
@@ -126,9 +126,9 @@ class SearchConfig:
     """
 
     n_trials: int = 40
-    timeout_s: Optional[float] = None
+    timeout_s: float | None = None
     n_jobs: int = 2
-    storage: Optional[str] = None
+    storage: str | None = None
     resume: Any = True  # True, False or "strict" (unitrefine.search.resume)
     heartbeat_s: int = 10
     grace_period_s: int = 30
@@ -136,9 +136,9 @@ class SearchConfig:
     pruner: str = "median"
     n_startup_trials: int = 10
     enqueue_defaults: bool = True
-    warm_start: Optional[str] = None
+    warm_start: str | None = None
     warm_start_trials: int = 5
-    unit_limits: dict[str, Optional[int]] = MISSING
+    unit_limits: dict[str, int | None] = MISSING
 
 
 @dataclass
@@ -147,7 +147,7 @@ class EnsembleConfig:
 
     rounds: int = MISSING
     candidates: int = MISSING
-    max_members: Optional[int] = MISSING
+    max_members: int | None = MISSING
 
 
 @dataclass
@@ -163,7 +163,7 @@ class ThresholdConfig:
 class CalibrationConfig:
     """Probability calibration of the exported model, fitted on out-of-fold predictions (``method: null``: none)."""
 
-    method: Optional[str] = MISSING
+    method: str | None = MISSING
 
 
 @dataclass
@@ -174,7 +174,7 @@ class RegistryConfig:
     margin: float = MISSING
     n_bootstrap: int = MISSING
     bootstrap_by: str = MISSING
-    evaluation_dataset: Optional[DatasetConfig] = MISSING
+    evaluation_dataset: DatasetConfig | None = MISSING
 
 
 @dataclass
@@ -182,17 +182,17 @@ class TrackingConfig:
     """MLflow tracking (``conf/tracking/local.yaml``). ``uri: null`` means ``sqlite:///<project>/mlruns/mlflow.db``."""
 
     enabled: bool = MISSING
-    uri: Optional[str] = MISSING
-    artifact_location: Optional[str] = MISSING
+    uri: str | None = MISSING
+    artifact_location: str | None = MISSING
     register: bool = MISSING
-    model_name: Optional[str] = MISSING
+    model_name: str | None = MISSING
 
 
 @dataclass
 class OutputConfig:
     """Where the exported model folder goes. ``folder: null`` means ``experiments/<name>/models/<run>``."""
 
-    folder: Optional[str] = MISSING
+    folder: str | None = MISSING
     overwrite: bool = MISSING
 
 
@@ -202,7 +202,7 @@ class TrainConfig:
 
     experiment_name: str = MISSING
     seed: int = MISSING
-    root: Optional[str] = MISSING
+    root: str | None = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     search_space: dict[str, Any] = MISSING

@@ -4,7 +4,7 @@ requires, keys that no longer exist, and ``dataset.exclude_recordings``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -183,7 +183,7 @@ def _not_one_of(key: str, value: Any, choices: tuple[Any, ...]) -> str:
     return f"{key} must be one of: {', '.join(names)} (got '{value}'{hint})"
 
 
-def _unit_limit_problems(limits: dict[str, Optional[int]], components: set[str]) -> list[str]:
+def _unit_limit_problems(limits: dict[str, int | None], components: set[str]) -> list[str]:
     """``search.unit_limits`` must name ``components`` and give each null or at least MIN_UNIT_LIMIT units."""
     problems = [
         f"search.unit_limits.{name}: '{name}' is not a component; choose from {sorted(components)}"

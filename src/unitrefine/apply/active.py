@@ -27,7 +27,8 @@ from omegaconf import DictConfig
 
 from unitrefine.apply import predict_io as io
 from unitrefine.apply.command_paths import check_not_input, input_path, labels_inputs, output_path
-from unitrefine.apply.prediction import PredictConfig, input_locations, load_models, predict_source
+from unitrefine.apply.models import load_models
+from unitrefine.apply.prediction import PredictConfig, input_locations, predict_source
 from unitrefine.data.labelled import drop_labelled, read_labelled
 from unitrefine.errors import UnitRefineError
 
@@ -103,7 +104,9 @@ def parse_suggest_config(cfg: DictConfig | dict[str, Any]) -> SuggestConfig:
     return out
 
 
-def select(recordings: Sequence[str] | np.ndarray, scores: np.ndarray, n: int, spread: str = "round_robin") -> np.ndarray:
+def select(
+    recordings: Sequence[str] | np.ndarray, scores: np.ndarray, n: int, spread: str = "round_robin"
+) -> np.ndarray:
     """Positions of the ``n`` units to label first, in order.
 
     Parameters

@@ -145,7 +145,9 @@ def read_predictions(path: Path) -> pd.DataFrame:
     dup = df[df.duplicated(["recording", "unit_id"])]
     if not dup.empty:
         twice = _listed(list(zip(dup["recording"], dup["unit_id"])))
-        raise UnitRefineError(f"{path} (predictions=) lists units twice: {twice}. Give the CSV unitrefine.predict wrote.")
+        raise UnitRefineError(
+            f"{path} (predictions=) lists units twice: {twice}. Give the CSV unitrefine.predict wrote."
+        )
     return df
 
 

@@ -54,7 +54,9 @@ def discover(data: Path) -> list[Source]:
     from unitrefine.data.si_export import is_export_folder
 
     if not data.exists():
-        raise UnitRefineError(f"The data {data} does not exist. Give a metrics CSV, a folder of them, or an analyzer folder.")
+        raise UnitRefineError(
+            f"The data {data} does not exist. Give a metrics CSV, a folder of them, or an analyzer folder."
+        )
     if data.is_file():
         return [Source(data.stem, data, "csv")]
     if is_analyzer_folder(data):
@@ -165,7 +167,9 @@ def _cluster_ids(unit_ids: pd.Series) -> np.ndarray:
     as_int = pd.to_numeric(unit_ids, errors="coerce")
     if as_int.isna().any() or not np.all(np.mod(as_int, 1) == 0):
         bad = unit_ids[as_int.isna() | (np.mod(as_int, 1) != 0)].tolist()[:5]
-        raise UnitRefineError(f"Unit ids {bad} are not integers, so they are not Phy cluster ids; phy_folder needs them.")
+        raise UnitRefineError(
+            f"Unit ids {bad} are not integers, so they are not Phy cluster ids; phy_folder needs them."
+        )
     return as_int.astype(int).to_numpy()
 
 
@@ -179,10 +183,11 @@ def write_phy(folder: Path, unit_ids: pd.Series, labels: pd.Series, confidence: 
     """
     ids = _cluster_ids(unit_ids)
     label_file, probability_file = phy_files(folder)
-    _write_atomic(label_file, lambda tmp: pd.DataFrame({"cluster_id": ids, PHY_LABEL_FIELD: labels.to_numpy()})
-                  .to_csv(tmp, sep="\t", index=False))
-    _write_atomic(probability_file, lambda tmp: pd.DataFrame({"cluster_id": ids, PHY_PROBABILITY_FIELD: confidence.to_numpy()})
-                  .to_csv(tmp, sep="\t", index=False, float_format="%.4f"))
+    label_table = pd.DataFrame({"cluster_id": ids, PHY_LABEL_FIELD: labels.to_numpy()})
+    probability_table = pd.DataFrame({"cluster_id": ids, PHY_PROBABILITY_FIELD: confidence.to_numpy()})
+    _write_atomic(label_file, lambda tmp: label_table.to_csv(tmp, sep="\t", index=False))
+    _write_atomic(probability_file,
+                  lambda tmp: probability_table.to_csv(tmp, sep="\t", index=False, float_format="%.4f"))
     return [label_file, probability_file]
 
 

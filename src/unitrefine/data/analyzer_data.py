@@ -188,7 +188,9 @@ def _open(rec: RecordingConfig, root: Path) -> tuple[Any, Path]:
     return az.open_analyzer(path), path
 
 
-def _labels(rec: RecordingConfig, dataset: DatasetConfig, analyzer: Any, root: Path, where: str) -> tuple[pd.Series, str]:
+def _labels(
+    rec: RecordingConfig, dataset: DatasetConfig, analyzer: Any, root: Path, where: str
+) -> tuple[pd.Series, str]:
     given = _GIVEN.get().get(str(rec.analyzer))
     if given is not None:
         return given.labels, str(rec.labels or rec.analyzer)
@@ -196,7 +198,8 @@ def _labels(rec: RecordingConfig, dataset: DatasetConfig, analyzer: Any, root: P
         path = root / Path(rec.labels).expanduser()
         return read_labels(path), str(path)
     assert dataset.label_property is not None  # validated with the config
-    return az.sorting_labels(analyzer, dataset.label_property, where), f"{where} sorting property '{dataset.label_property}'"
+    labels = az.sorting_labels(analyzer, dataset.label_property, where)
+    return labels, f"{where} sorting property '{dataset.label_property}'"
 
 
 def _check_configured(analyzer: Any, requested: dict[str, dict[str, Any]], where: str, strict: bool) -> None:
@@ -245,7 +248,8 @@ def consistent_params(
             if len(distinct) == 1:
                 entry["metric_params"][name] = next(iter(values.values()))
             elif distinct:
-                problems.append(f"{ext} '{name}': " + "; ".join(f"{r} {json.dumps(v, sort_keys=True)}" for r, v in values.items()))
+                found = "; ".join(f"{r} {json.dumps(v, sort_keys=True)}" for r, v in values.items())
+                problems.append(f"{ext} '{name}': {found}")
         if wanted[ext]:
             keys = sorted({k for p in present.values() for k in p} - {"metric_names", "metric_params"})
             for key in keys:

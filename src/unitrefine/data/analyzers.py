@@ -174,7 +174,8 @@ def ensure_extensions(
         raise UnitRefineError(
             f"{where}: the metrics to compute need the extensions {order}, and {needs_recording} need the recording, "
             "which this analyzer does not have (it was saved without it, or its files moved). Compute them where "
-            f"the recording is available (analyzer.compute({order})), or attach it with analyzer.set_temporary_recording."
+            f"the recording is available (analyzer.compute({order})), or attach it with "
+            "analyzer.set_temporary_recording."
         )
     for name in order:
         log.info("%s: computing extension %s.", where, name)

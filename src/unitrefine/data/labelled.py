@@ -69,7 +69,8 @@ def _from_file(path: Path, recordings: Sequence[str], opts: Options, only: str |
         if unknown:
             raise UnitRefineError(
                 f"{path}: its 'recording' column names {_listed(unknown)}, which {opts.data}= does not hold (its "
-                f"recordings: {_listed(list(recordings))}; a recording is named by its metrics file or analyzer folder)."
+                f"recordings: {_listed(list(recordings))}; a recording is named by its metrics file or analyzer "
+                "folder)."
             )
     else:
         rec = only if only is not None else (recordings[0] if len(recordings) == 1 else None)
@@ -119,7 +120,9 @@ def read_unit_labels(path: Path, recordings: Sequence[str], opts: Options = Opti
     for rec in recordings:
         found = [p for p in (path / f"{rec}.csv", path / f"{rec}.tsv", path / rec / "cluster_group.tsv") if p.is_file()]
         if len(found) > 1:
-            raise UnitRefineError(f"{path} holds several labels files for recording '{rec}': {[str(p) for p in found]}. Keep one.")
+            raise UnitRefineError(
+                f"{path} holds several labels files for recording '{rec}': {[str(p) for p in found]}. Keep one."
+            )
         if found:
             frames.append(_from_file(found[0], recordings, opts, only=rec))
     if not frames:
@@ -168,6 +171,6 @@ def drop_labelled(predictions: pd.DataFrame, labelled: pd.DataFrame) -> pd.DataF
     """
     check_known_units(predictions, labelled)
     done = set(zip(labelled["recording"].astype(str), labelled["unit_id"].astype(str)))
-    mask = np.array([k not in done for k in zip(predictions["recording"].astype(str), predictions["unit_id"].astype(str))],
-                    dtype=bool)
+    keys = zip(predictions["recording"].astype(str), predictions["unit_id"].astype(str))
+    mask = np.array([k not in done for k in keys], dtype=bool)
     return predictions[mask].reset_index(drop=True)

@@ -218,8 +218,8 @@ def ensure_recordings(dataset: DatasetConfig, root: Path, wanted: Mapping[str, S
         if folder.exists():
             if not manifest_file.is_file():
                 raise UnitRefineError(
-                    f"{folder} exists but was not made by unitrefine's synthetic-data generator (it has no {MANIFEST}). Move it, or "
-                    f"point recording '{rec.id}' elsewhere."
+                    f"{folder} exists but was not made by unitrefine's synthetic-data generator (it has no "
+                    f"{MANIFEST}). Move it, or point recording '{rec.id}' elsewhere."
                 )
             try:
                 current = json.loads(manifest_file.read_text(encoding="utf-8"))

@@ -95,7 +95,8 @@ def write_model_card(
             + (f" Metadata: {json.dumps(metadata)}." if metadata else "")
         ),
     })
-    best = pd.DataFrame({"parameter": list(info["best_configuration"]), "value": [str(v) for v in info["best_configuration"].values()]})
+    configuration = info["best_configuration"]
+    best = pd.DataFrame({"parameter": list(configuration), "value": [str(v) for v in configuration.values()]})
     card.add_table(**{"Best configuration": best})
     if info.get("ensemble"):
         card.add(**{"Ensemble": "Soft vote of trials (trial: weight) " + ", ".join(
@@ -113,7 +114,8 @@ def write_model_card(
         card.add_metrics(
             description="On held-out recordings the search never saw (the best configuration fitted on the others).",
             balanced_accuracy=round(holdout["balanced_accuracy"], 4),
-            **{f"{c} {k}": round(v, 4) for c, m in holdout["per_class"].items() for k, v in m.items() if k != "support"},
+            **{f"{c} {k}": round(v, 4)
+               for c, m in holdout["per_class"].items() for k, v in m.items() if k != "support"},
         )
         per = pd.DataFrame(
             [{"recording": r, "balanced accuracy": round(m["balanced_accuracy"], 4), "units": m["n_units"]}

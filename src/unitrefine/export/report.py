@@ -210,7 +210,8 @@ def write_folder(folder: Path, export: Export, name: str | None = None) -> None:
             [{"recording": r, **m} for r, m in held.report["per_recording"].items()]
         )
         plots.feature_importances(held.importances, folder / "feature_importance.png")
-        plots.confusion(held.report["confusion_matrix"], table.classes, folder / "confusion_matrix.png", "Held-out recordings")
+        plots.confusion(held.report["confusion_matrix"], table.classes, folder / "confusion_matrix.png",
+                        "Held-out recordings")
         plots.per_recording(held.report["per_recording"], folder / "per_recording.png")
         if len(table.classes) == 2:
             positive = table.classes[1]
@@ -251,7 +252,8 @@ class TrainResult:
 
 
 def summary(result: TrainResult, scoring: str) -> str:
-    """The end-of-run summary: top trials, held-out scores, the estimate for new recordings, stage times, where to look."""
+    """The end-of-run summary: top trials, held-out scores, the estimate for new recordings, stage times, where to
+    look."""
     board, holdout = result.leaderboard, result.holdout
     exported = (f"soft-voting ensemble of trials {result.ensemble} (trial: weight)" if result.ensemble
                 else f"trial {result.best_trial}")

@@ -1,1 +1,2 @@
-"""The model to export once the search is over: best trial or ensemble, threshold, the estimate for new recordings, review ranking."""
+"""The model to export once the search is over: best trial or ensemble, threshold, the estimate for new recordings,
+review ranking."""

@@ -1,8 +1,8 @@
 """How unsure a model is about each unit, and what reviewing the most uncertain units buys.
 
-The one place the uncertainty ranking lives: ``unitrefine.suggest`` (what to label next, :mod:`unitrefine.apply.active`),
-the review queue of ``unitrefine.predict review=...`` and the estimate of what a review budget buys
-(:func:`curated_scores`) all score units here.
+The one place the uncertainty ranking lives: ``unitrefine.suggest`` (what to label next,
+:mod:`unitrefine.apply.active`), the review queue of ``unitrefine.predict review=...`` and the estimate of what a
+review budget buys (:func:`curated_scores`) all score units here.
 
 Strategies, for class probabilities sorted ``p1 >= p2 >= ...`` over ``K`` classes (higher score: look first):
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from unitrefine.config import TrainConfig
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import check_output_folder
-from unitrefine.run.stages import model_folder_path
+from unitrefine.run.outputs import model_folder_path
 from unitrefine.search.storage import default_storage, local_storage_file
 from unitrefine.tracking.store_checks import experiment_name_problem, local_artifacts, local_store, model_name_problem
 from unitrefine.tracking.tracker import default_artifact_location, default_tracking_uri

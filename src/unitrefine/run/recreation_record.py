@@ -98,8 +98,8 @@ def _from_store(source: str, run_id: str | None, tracking_uri: str, workdir: Pat
         return _from_run(run_id, tracking_uri, workdir, source)
     except StoreMissing:
         raise UnitRefineError(
-            f"No MLflow store at {tracking_uri.removeprefix('sqlite:///')}. Pass tracking_uri=<the store the run was tracked in>, or the model "
-            "folder instead."
+            f"No MLflow store at {tracking_uri.removeprefix('sqlite:///')}. Pass tracking_uri=<the store the run was "
+            "tracked in>, or the model folder instead."
         ) from None
 
 

@@ -1,9 +1,11 @@
 """The stages of one training run, each a plain function with typed inputs and outputs.
 
-``load -> split -> search -> choose -> refit -> evaluate -> estimate -> write -> track``; :func:`unitrefine.run.training.train`
-runs them in that order. ``refit`` makes every fit the later stages need (the model on the search's recordings
-for the held-out evaluation, one per left-out animal for the estimate, the model to export), each training set
-once and side by side on ``search.n_jobs`` threads; ``evaluate`` and ``estimate`` only score them.
+``load -> split -> search -> choose -> refit -> evaluate -> estimate -> write -> track``;
+:func:`unitrefine.run.training.train` runs them in that order (``write`` and ``track``, with the ``model_info.json``
+record, are in :mod:`unitrefine.run.outputs`; what the stages hand each other is in :mod:`unitrefine.run.records`).
+``refit`` makes every fit the later stages need (the model on the search's recordings for the held-out
+evaluation, one per left-out animal for the estimate, the model to export), each training set once and side by
+side on ``search.n_jobs`` threads; ``evaluate`` and ``estimate`` only score them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,106 +24,25 @@ from sklearn.pipeline import Pipeline
 from unitrefine.config import TrainConfig
 from unitrefine.data.dataset import UnitTable, load_dataset
 from unitrefine.errors import UnitRefineError
-from unitrefine.export.folder import metric_params_for, package_versions
-from unitrefine.export.model_info import ModelInfo, TrainedOn
-from unitrefine.export.report import Export, HeldOut, evaluate_holdout, spec_params, write_folder
-from unitrefine.model.estimate import (
-    EstimatePlan,
-    GroupScore,
-    group_estimate,
-    new_recording_estimate,
-    plan_estimate,
-    score_fold,
-)
+from unitrefine.export.folder import package_versions
+from unitrefine.export.report import HeldOut, evaluate_holdout, spec_params
+from unitrefine.model.estimate import GroupScore, group_estimate, new_recording_estimate, plan_estimate, score_fold
 from unitrefine.model.final_model import FinalModel, Fitting, choose_final_model, fit_spec, member, prepare_candidates
 from unitrefine.progress import TrialProgress, parallel_map
-from unitrefine.run.election import Finalizer
-from unitrefine.run.session import Session, StudyPlace, join_study
+from unitrefine.run.records import Data, Exporter, Refits, RunRecord, Searched
+from unitrefine.run.session import StudyPlace, join_study
 from unitrefine.run.warm_start import queued_trials
 from unitrefine.run.workers import Worker
 from unitrefine.search.budget import budget, trial_counts
-from unitrefine.search.estimators import TRUSTED_TYPES
-from unitrefine.search.evaluation import Plan, make_plan, scorer
+from unitrefine.search.evaluation import make_plan, scorer
 from unitrefine.search.objective import Objective
 from unitrefine.search.search_space import SearchSpace, parse_search_space
 from unitrefine.search.storage import default_storage
-from unitrefine.search.study import stopped_by_timeout, study_identity
+from unitrefine.search.study import study_identity
+from unitrefine.search.trial_attrs import ERROR_ATTR
 from unitrefine.tracking.tracker import NullTracker, Tracker, default_artifact_location, default_tracking_uri
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Data:
-    """The labelled units and where each goes: searched (``train``) or held out (``held``)."""
-
-    table: UnitTable
-    plan: Plan
-    train: UnitTable
-    held: UnitTable
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """How the run describes itself to MLflow and in the model folder."""
-
-    name: str
-    tags: dict[str, str]
-    config: dict[str, Any]
-    versions: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Searched:
-    """A finished study and what its trials were scored with."""
-
-    study: optuna.Study
-    space: SearchSpace
-    objective: Objective
-    counts: dict[str, int]
-
-    @property
-    def stopped_by_timeout(self) -> bool:
-        """Whether the time cap ended the search: then the model depends on the machine's speed and load."""
-        return stopped_by_timeout(self.study)
-
-
-@dataclass(frozen=True)
-class Exporter:
-    """The worker that exports, after the search: its session (study, MLflow tracker) and the export lock."""
-
-    session: Session
-    finalizer: Finalizer
-    searched: Searched
-
-    @property
-    def tracker(self) -> Tracker | NullTracker:
-        """The study's MLflow tracker."""
-        return self.session.tracker
-
-
-@dataclass(frozen=True)
-class Refits:
-    """The final model fitted on every training set the run needs.
-
-    Attributes
-    ----------
-    on_train : Pipeline or None
-        Fitted on the search's recordings (None when no recording is held out).
-    exported : Pipeline
-        The model to export, fitted on ``fitted_on``.
-    fitted_on : UnitTable
-    estimate_plan : EstimatePlan or None
-        The estimate's refits (None: no estimate).
-    estimate_scores : list of list of GroupScore
-        Per refit of ``estimate_plan``, its scores on each group it left out (alone, and after reviews).
-    """
-
-    on_train: Pipeline | None
-    exported: Pipeline
-    fitted_on: UnitTable
-    estimate_plan: EstimatePlan | None
-    estimate_scores: list[list[GroupScore]]
 
 
 def load(cfg: TrainConfig) -> UnitTable:
@@ -236,7 +156,7 @@ def choose(cfg: TrainConfig, searched: Searched, data: Data) -> FinalModel:
     """The model to export: the best trial or an ensemble chosen out of fold, with its threshold."""
     study = searched.study
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        errors = sorted({str(t.user_attrs.get("error", "?")) for t in study.trials})
+        errors = sorted({str(t.user_attrs.get(ERROR_ATTR, "?")) for t in study.trials})
         raise UnitRefineError(f"No trial completed ({searched.counts}); errors: {errors[:3]}. "
                               "Check the search space and the data.")
     best = study.best_trial
@@ -304,7 +224,8 @@ def evaluate(cfg: TrainConfig, final: FinalModel, searched: Searched, data: Data
     if final.is_ensemble:  # for the record: the ensemble was chosen out of fold, before this
         single = member(refits.on_train, best.number)
         if single is None:  # the best trial is not among the members
-            single = fit_spec(searched.space.spec_from_params(best.params), data.train, cfg.seed, cfg.search.unit_limits)
+            spec = searched.space.spec_from_params(best.params)
+            single = fit_spec(spec, data.train, cfg.seed, cfg.search.unit_limits)
     return evaluate_holdout(refits.on_train, data.held, cfg.cv.scoring, cfg.seed, cfg.search.n_jobs, single,
                             thresholded=final.threshold is not None)
 
@@ -315,104 +236,3 @@ def estimate(searched: Searched, refits: Refits, held: HeldOut | None) -> dict[s
     best = searched.study.best_trial
     return new_recording_estimate(groups, None if held is None else held.report, float(best.value),
                                   searched.counts.get("complete", 0))
-
-
-def model_info(
-    cfg: TrainConfig, data: Data, searched: Searched, final: FinalModel, refits: Refits, held: HeldOut | None,
-    expected: dict[str, Any], run: RunRecord, tracking: dict[str, str | None], stage_seconds: dict[str, float],
-) -> ModelInfo:
-    """The exported model's ``model_info.json`` record (``tracking``: the MLflow ``tracking_uri`` and ``run_id``)."""
-    table, fitted_on, best = data.table, refits.fitted_on, searched.study.best_trial
-    return ModelInfo(
-        metric_params=table.metric_params if table.metric_params is not None else metric_params_for(table.X.columns),
-        requirements=run.versions,
-        label_conversion={str(i): c for i, c in enumerate(table.classes)},
-        task={"name": cfg.task.name, "classes": list(table.classes), "mapping": dict(cfg.task.mapping)},
-        features=list(table.X.columns),
-        best_configuration=spec_params(searched.space.spec_from_params(best.params)),
-        **final.describe(spec_params),
-        cv={"scoring": cfg.cv.scoring, "best_score": best.value, "n_folds": len(data.plan.folds),
-            "grouped_by": data.plan.grouped_by},
-        holdout=None if held is None else held.report,
-        estimate_new_recordings=expected,
-        trained_on=TrainedOn(sorted(set(fitted_on.units["recording"])), fitted_on.class_counts(),
-                             fitted_on.fingerprint()),
-        unit_limits=binding_limits(cfg.search.unit_limits, [c.name for s in final.specs.values() for c in s.values()],
-                                   len(fitted_on)),
-        seed=cfg.seed,
-        search={"n_trials": cfg.search.n_trials, "n_jobs": cfg.search.n_jobs, "timeout_s": cfg.search.timeout_s,
-                "stopped_by_timeout": searched.stopped_by_timeout, "trial_counts": searched.counts},
-        mlflow=dict(tracking),
-        trusted_types=list(TRUSTED_TYPES),
-        stage_seconds=dict(stage_seconds),
-    )
-
-
-def model_folder_path(cfg: TrainConfig, run_id: str | None) -> Path:
-    """``output.folder``, or ``experiments/<experiment>/models/<date>-<run id>`` under the project."""
-    if cfg.output.folder:
-        return cfg.resolve_path(cfg.output.folder)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    suffix = f"-{run_id[:8]}" if run_id else ""
-    return cfg.root_dir / "experiments" / cfg.experiment_name / "models" / f"{stamp}{suffix}"
-
-
-def write(export: Export, staging: Path, folder: Path) -> None:
-    """Write the files of the model folder ``folder`` into ``staging`` (:func:`unitrefine.export.folder.staged_folder`)."""
-    write_folder(staging, export, folder.name)
-
-
-def track(
-    cfg: TrainConfig, tracker: Tracker | NullTracker, searched: Searched, final: FinalModel, export: Export,
-    staging: Path, folder: Path, stage_seconds: dict[str, float],
-) -> str | None:
-    """Log the run's results to its MLflow parent run, register the model and apply the gate; the version or None.
-
-    The model folder is uploaded from ``staging`` before it is moved to ``folder``, so that a run stopped here
-    leaves no model folder that the study has not recorded as its export.
-    """
-    info, held = export.info, export.held
-    best = searched.study.best_trial
-    expected = info.estimate_new_recordings
-    metrics = {**{f"n_trials_{k}": v for k, v in searched.counts.items()},
-               **{f"stage_seconds_{k}": v for k, v in stage_seconds.items()},
-               "expected_balanced_accuracy_new_recordings": expected["balanced_accuracy"]}
-    if "interval" in expected:
-        low, high = expected["interval"]
-        metrics.update(expected_balanced_accuracy_new_recordings_low=low,
-                       expected_balanced_accuracy_new_recordings_high=high)
-    for point in expected.get("review_budget") or []:
-        name = f"expected_curated_balanced_accuracy_review_{round(100 * point['review_fraction'])}pct"
-        metrics.update({name: point["balanced_accuracy"], f"{name}_low": point["interval"][0],
-                        f"{name}_high": point["interval"][1]})
-    if final.selection is not None:
-        metrics.update(best_single_oof_score=final.selection.single_score, ensemble_oof_score=final.selection.score)
-    if final.threshold is not None:
-        t = final.threshold
-        metrics.update(threshold=t.value, oof_balanced_accuracy_at_threshold=t.oof_balanced_accuracy,
-                       oof_balanced_accuracy_at_half=t.oof_balanced_accuracy_at_half)
-    if held is not None:
-        metrics["holdout_balanced_accuracy"] = held.report["balanced_accuracy"]
-        if "best_single_trial_balanced_accuracy" in held.report:
-            metrics["holdout_best_single_balanced_accuracy"] = held.report["best_single_trial_balanced_accuracy"]
-        for c, m in held.report["per_class"].items():
-            metrics.update({f"holdout_{c}_{k}": v for k, v in m.items() if k != "support"})
-    # The same names as the trial runs, so that MLflow's compare view lines studies up with trials.
-    tracker.log_params(info.best_configuration)
-    metrics.update(cv_score=float(best.value), cv_score_std=float(best.user_attrs.get("cv_std", 0.0)))
-    tracker.log_metrics(metrics)
-    tracker.log_artifacts(staging, "model_folder")
-    version = None
-    name = cfg.tracking.model_name or cfg.experiment_name
-    if cfg.tracking.register:
-        version = tracker.log_model(
-            staging, export.table.X.head(5), list(TRUSTED_TYPES),
-            [f"{k}=={v}" for k, v in info.requirements.items() if k != "unitrefine"], name,
-        )
-        if version is not None:
-            metric = "holdout_balanced_accuracy" if held is not None else f"cv_{cfg.cv.scoring}"
-            score = held.report["balanced_accuracy"] if held is not None else float(best.value)
-            tracker.gate(name, version, score, cfg.registry.gate_min_score, metric)
-    tracker.set_tags({"unitrefine.model_folder": str(folder), "unitrefine.model_version": version or "none",
-                      "unitrefine.stopped_by_timeout": str(searched.stopped_by_timeout).lower()})
-    return version

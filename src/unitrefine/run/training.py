@@ -1,4 +1,5 @@
-"""One training run: its stages (:mod:`unitrefine.run.stages`) in order, each timed and announced."""
+"""One training run: its stages (:mod:`unitrefine.run.stages`, :mod:`unitrefine.run.outputs`) in order, each timed
+and announced."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from unitrefine.config import TrainConfig
 from unitrefine.export.folder import staged_folder
 from unitrefine.export.report import UI_HOST, UI_PORT, Export, TrainResult, leaderboard, summary
 from unitrefine.progress import Stages, shown
+from unitrefine.run import outputs as o
 from unitrefine.run import stages as s
 from unitrefine.run.preflight import preflight
 from unitrefine.tracking.runs_view import runs_page
@@ -59,17 +61,17 @@ def train(cfg: TrainConfig) -> TrainResult | None:
                 held = s.evaluate(cfg, final, searched, data, refits)
             with stage("estimate", "expected accuracy on new recordings"):
                 expected = s.estimate(searched, refits, held)
-            info = s.model_info(cfg, data, searched, final, refits, held, expected, run,
+            info = o.model_info(cfg, data, searched, final, refits, held, expected, run,
                                 {"tracking_uri": tracker.uri, "run_id": run_id or None}, stage.seconds)
             board = leaderboard(searched.study, searched.space)
             export = Export(refits.exported, info, run.config, refits.fitted_on, table, data.plan, board,
                             searched.study, held, dict(cfg.dataset.metadata))
-            folder = s.model_folder_path(cfg, run_id)
+            folder = o.model_folder_path(cfg, run_id)
             with staged_folder(folder, cfg.output.overwrite) as staging:  # in place once tracked
                 with stage("write", "the model folder"):
-                    s.write(export, staging, folder)
+                    o.write(export, staging, folder)
                 with stage("track", "logging to MLflow and registering the model"):
-                    version = s.track(cfg, tracker, searched, final, export, staging, folder, stage.seconds)
+                    version = o.track(cfg, tracker, searched, final, export, staging, folder, stage.seconds)
             tracker.log_metrics({"stage_seconds_track": stage.seconds["track"],
                                  "wall_time_s": time.perf_counter() - started})
             exporter.finalizer.exported(folder, version)

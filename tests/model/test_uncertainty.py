@@ -1,4 +1,5 @@
-"""The shared uncertainty ranking (:mod:`unitrefine.model.uncertainty`): scores, review order, budgets, curated scores."""
+"""The shared uncertainty ranking (:mod:`unitrefine.model.uncertainty`): scores, review order, budgets, curated
+scores."""
 
 from __future__ import annotations
 

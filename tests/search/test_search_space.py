@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from omegaconf import OmegaConf
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from threadpoolctl import threadpool_limits
 
+from unitrefine.config import CONF_DIR
 from unitrefine.errors import UnitRefineError
 from unitrefine.search.estimators import GROUPS
 from unitrefine.search.pipeline import build_pipeline
@@ -24,7 +24,7 @@ from unitrefine.search.search_space import Choice, SearchSpace, parse_search_spa
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACES = Path(__file__).resolve().parents[1] / "conf" / "search_space"
+SPACES = CONF_DIR / "search_space"
 
 
 def load_raw(name: str) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from unitrefine.config import PROJECT_ROOT
+
+BENCHMARKS = PROJECT_ROOT / "benchmarks"
 
 
 @pytest.fixture

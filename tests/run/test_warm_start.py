@@ -41,7 +41,8 @@ def warm_start(cfg: TrainConfig, space: SearchSpace) -> list[QueuedTrial]:
 def test_fit_to_space_keeps_what_is_valid_and_says_why_the_rest_is_left_out() -> None:
     space = parse_search_space(SPACE)
     params, notes = fit_to_space(RF, space)
-    assert params == {k: v for k, v in RF.items() if k != "random_forest.class_weight"} and notes == []  # fixed: not a param
+    # class_weight is fixed in this space: not a parameter
+    assert params == {k: v for k, v in RF.items() if k != "random_forest.class_weight"} and notes == []
     old = {**RF, "imputer": "knn", "random_forest.n_estimators": 300, "random_forest.max_depth": None,
            "random_forest.class_weight": None, "random_forest.min_samples_leaf": 4}
     params, notes = fit_to_space(old, space)
@@ -53,8 +54,10 @@ def test_fit_to_space_keeps_what_is_valid_and_says_why_the_rest_is_left_out() ->
                      "random_forest.class_weight=None is fixed at 'balanced' now",
                      "random_forest.min_samples_leaf=4 is not in the search space now"):
         assert expected in text
-    assert fit_to_space({**RF, "random_forest.n_estimators": 50}, space)[0].get("random_forest.n_estimators") is None  # off step
-    assert fit_to_space({**RF, "random_forest.max_depth": True}, space)[0].get("random_forest.max_depth") is None  # True != 1
+    off_step = fit_to_space({**RF, "random_forest.n_estimators": 50}, space)[0]
+    assert off_step.get("random_forest.n_estimators") is None
+    a_bool = fit_to_space({**RF, "random_forest.max_depth": True}, space)[0]
+    assert a_bool.get("random_forest.max_depth") is None  # True is not the integer 1
     lr = {"imputer": "mean", "scaler": "standard", "resampler": "none", "classifier": "logistic_regression"}
     assert fit_to_space({**lr, "logistic_regression.C": 20.0}, space)[0] == lr
     assert fit_to_space({**lr, "logistic_regression.C": 2}, space)[0] == {**lr, "logistic_regression.C": 2.0}
@@ -75,7 +78,8 @@ def _previous_folder(folder: Path) -> dict[str, dict]:
     }))
     rows = [(7, "pruned", 0.99, svc), (5, "complete", 0.9, a), (2, "complete", 0.8, c), (3, "complete", 0.85, b),
             (8, "complete", 0.7, svc)]
-    pd.DataFrame([{"trial": n, "state": s, "cv_score": v, **{k: p[k] for k in ("imputer", "scaler", "resampler", "classifier")},
+    steps = ("imputer", "scaler", "resampler", "classifier")
+    pd.DataFrame([{"trial": n, "state": s, "cv_score": v, **{k: p[k] for k in steps},
                    "params": json.dumps({k: x for k, x in p.items() if "." in k})} for n, s, v, p in rows]
                  ).to_csv(folder / "model_accuracies.csv", index=False)
     return {"a": a, "b": b, "c": c, "svc": svc}
@@ -144,7 +148,8 @@ def test_warm_start_from_the_registry(tmp_path: Path, tiny_recordings) -> None:
     common = [f"tracking.uri={uri}", "search.n_jobs=1", "cv.n_splits=3", "search.n_trials=3"]
     first = train(make_config(tmp_path, tiny_recordings[:3], [*common, "output.folder=v1"]))
     assert first.model_version == "1"
-    cfg = make_config(tmp_path, tiny_recordings, [*common, "output.folder=v2", "search.warm_start=models:/smoke@challenger",
+    cfg = make_config(tmp_path, tiny_recordings, [*common, "output.folder=v2",
+                                                  "search.warm_start=models:/smoke@challenger",
                                                   "search.warm_start_trials=1"])
     second = train(cfg)  # the data differ from the first study's: a fresh study beside it, not a refused resume
     assert second.study.study_name == "smoke#2"
@@ -157,6 +162,7 @@ def test_warm_start_from_the_registry(tmp_path: Path, tiny_recordings) -> None:
     tagged = {r.data.tags["optuna.trial_number"]: r.data.tags.get("unitrefine.run.warm_start") for r in runs}
     assert tagged["0"] == "models:/smoke@challenger best configuration" and "1" not in tagged
     assert second.study.trials[1].user_attrs["duplicate_of"] == 0  # the default configuration: no second fit
-    cfg = make_config(tmp_path, tiny_recordings, [*common, "search.warm_start=models:/smoke@champion", "search.resume=false"])
+    cfg = make_config(tmp_path, tiny_recordings,
+                      [*common, "search.warm_start=models:/smoke@champion", "search.resume=false"])
     with pytest.raises(UnitRefineError, match="search.warm_start: models:/smoke@champion is not in the registry"):
         train(cfg)

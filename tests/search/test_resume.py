@@ -151,7 +151,8 @@ def test_a_search_space_smaller_than_the_budget_is_searched_once_then_the_search
 # Which study a run continues: the one started with its configuration, or a fresh one beside the others
 # --------------------------------------------------------------------------------------------------
 
-SEED0 = {"unitrefine.search.search_space": "s", "unitrefine.data.dataset": "d", "unitrefine.cv": "c", "unitrefine.seed": "0"}
+SEED0 = {"unitrefine.search.search_space": "s", "unitrefine.data.dataset": "d", "unitrefine.cv": "c",
+         "unitrefine.seed": "0"}
 
 
 def _new_study(storage: optuna.storages.BaseStorage, name: str, identity: dict[str, str]) -> None:

@@ -1,4 +1,5 @@
-"""Applying models (:mod:`unitrefine.apply.prediction`, :mod:`unitrefine.apply.predict_io`, :mod:`unitrefine.tracking.registry`).
+"""Applying models (:mod:`unitrefine.apply.prediction`, :mod:`unitrefine.apply.predict_io`,
+:mod:`unitrefine.tracking.registry`).
 
 Real SpikeInterface, skops and MLflow throughout; SpikeInterface's own functions are the reference.
 """
@@ -59,7 +60,8 @@ def test_metrics_computed_with_other_parameters_warn_or_fail_when_strict(
 ) -> None:
     folder = copy_recordings(synthetic_bank, tmp_path, [5])[0]
     analyzer = load_sorting_analyzer(folder / "analyzer")
-    analyzer.compute("quality_metrics", metric_names=["presence_ratio"], metric_params={"presence_ratio": {"bin_duration_s": 30}})
+    analyzer.compute("quality_metrics", metric_names=["presence_ratio"],
+                     metric_params={"presence_ratio": {"bin_duration_s": 30}})
     model = synthetic_models["three_class"]
     with pytest.raises(UnitRefineError, match=r"other parameters than model .*presence_ratio.*strict=true"):
         run(model=model, data=folder / "analyzer", output=tmp_path / "pred.csv", strict=True)
@@ -98,7 +100,8 @@ def test_csv_input_old_metric_names_and_extra_columns(tmp_path: Path, synthetic_
     assert list(both["predicted_label"]) == 2 * list(expected["predicted_label"])
 
 
-def test_missing_required_metrics_are_listed_with_how_to_compute_them(tmp_path: Path, synthetic_bank: Path, synthetic_models) -> None:
+def test_missing_required_metrics_are_listed_with_how_to_compute_them(tmp_path: Path, synthetic_bank: Path,
+                                                                      synthetic_models) -> None:
     folder = copy_recordings(synthetic_bank, tmp_path, [4])[0]
     model = synthetic_models["three_class"]
     run(model=model, data=folder / "analyzer", output=tmp_path / "full.csv", set_properties=False)
@@ -112,11 +115,13 @@ def test_missing_required_metrics_are_listed_with_how_to_compute_them(tmp_path: 
     assert "analyzer.compute('template_metrics', metric_names=['peak_to_trough_duration'])" in message
     assert "impute_missing=[snr,peak_to_trough_duration]" in message
     assert not (tmp_path / "pred.csv").exists()
-    run(model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv", impute_missing=["snr", "peak_to_trough_duration"])
+    run(model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv",
+        impute_missing=["snr", "peak_to_trough_duration"])
     assert len(read(tmp_path / "pred.csv")) == len(read(tmp_path / "full.csv"))
 
 
-def test_a_model_folder_from_spikeinterface_train_model_gives_identical_predictions(tmp_path: Path, synthetic_bank: Path) -> None:
+def test_a_model_folder_from_spikeinterface_train_model_gives_identical_predictions(tmp_path: Path,
+                                                                                    synthetic_bank: Path) -> None:
     from spikeinterface.curation import train_model
 
     folders = copy_recordings(synthetic_bank, tmp_path, [0, 1, 4])
@@ -198,11 +203,13 @@ def test_registered_models_are_loaded_by_alias_or_version(tmp_path: Path, tiny_r
     for spec in ("models:/smoke@challenger", "models:/smoke/1"):
         run(model=spec, tracking_uri=result.tracking_uri, data=data, output=tmp_path / "registry.csv", overwrite=True)
         pd.testing.assert_frame_equal(read(tmp_path / "registry.csv"), read(tmp_path / "folder.csv"))
-    for spec, message in (("models:/smoke@champion", "is not in the registry"), ("models:/smoke", "not a registered-model URI")):
+    for spec, message in (("models:/smoke@champion", "is not in the registry"),
+                          ("models:/smoke", "not a registered-model URI")):
         with pytest.raises(UnitRefineError, match=message):
             run(model=spec, tracking_uri=result.tracking_uri, data=data, output=tmp_path / "x.csv")
     with pytest.raises(UnitRefineError, match="No MLflow store"):
-        run(model="models:/smoke@challenger", tracking_uri=f"sqlite:///{tmp_path}/none.db", data=data, output=tmp_path / "x.csv")
+        run(model="models:/smoke@challenger", tracking_uri=f"sqlite:///{tmp_path}/none.db", data=data,
+            output=tmp_path / "x.csv")
 
 
 def test_outputs_and_inputs_are_checked_before_any_work(tmp_path: Path, tiny_recordings, synthetic_models) -> None:
@@ -227,7 +234,8 @@ def test_outputs_and_inputs_are_checked_before_any_work(tmp_path: Path, tiny_rec
     [
         ({"data": "x.csv", "output": "y.csv"}, r"Set model=\.\.\."),
         ({"model": ["a", "b", "c"], "data": "x", "output": "y"}, "one model, or two for the cascade"),
-        ({"model": "a", "data": "x", "output": "y", "thrust": ["t"]}, r"Unknown predict option\(s\): thrust \(did you mean trust\?\)"),
+        ({"model": "a", "data": "x", "output": "y", "thrust": ["t"]},
+         r"Unknown predict option\(s\): thrust \(did you mean trust\?\)"),
     ],
 )
 def test_bad_options_are_clear_errors(options: dict, message: str) -> None:

@@ -22,7 +22,8 @@ def _table(tmp_path: Path, subjects: list[str]) -> UnitTable:
     for i, subject in enumerate(subjects):
         files = write_recording(tmp_path / f"rec{i}", n_units=40, seed=7 + i, spread=2.5)
         recs.append(RecordingConfig(id=f"rec{i}", subject=subject, **files))
-    task = TaskConfig(name="sua_vs_all", classes=["other", "good"], mapping={"good": "good", "mua": "other", "noise": "other"})
+    task = TaskConfig(name="sua_vs_all", classes=["other", "good"],
+                      mapping={"good": "good", "mua": "other", "noise": "other"})
     return load_dataset(DatasetConfig(name="t", recordings=recs), task, tmp_path)
 
 

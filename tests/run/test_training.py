@@ -49,7 +49,8 @@ def test_model_folder_has_the_spikeinterface_contract_and_the_audit_trail(smoke_
     table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
     rec0 = (table.units["recording"] == "rec0").to_numpy()
     refit = fit_spec(result.best_spec, table.subset(np.flatnonzero(~rec0)), cfg.seed)
-    assert estimate["per_group"]["rec0"] == pytest.approx(balanced_accuracy(table.y[rec0], refit.predict(table.X[rec0])))
+    expected = balanced_accuracy(table.y[rec0], refit.predict(table.X[rec0]))
+    assert estimate["per_group"]["rec0"] == pytest.approx(expected)
     assert sorted(estimate["per_group"]) == ["rec0", "rec1", "rec2", "rec3"]
     assert estimate["holdout_balanced_accuracy"] == result.holdout["balanced_accuracy"]
     assert estimate["interval"][0] < estimate["balanced_accuracy"] < estimate["interval"][1] or (
@@ -225,7 +226,8 @@ def test_a_unit_limit_subsamples_search_and_export_and_is_part_of_the_study_iden
              "classifier": {"logistic_regression": {"C": 1.0}}}
 
     def config(limits: list[str]):
-        return make_config(tmp_path, tiny_recordings, ["search.n_trials=2", "cv.n_splits=3", *limits], search_space=space)
+        return make_config(tmp_path, tiny_recordings, ["search.n_trials=2", "cv.n_splits=3", *limits],
+                           search_space=space)
 
     cfg = config(["+search.unit_limits.logistic_regression=100"])
     result = train(cfg)

@@ -206,7 +206,8 @@ def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path: Pat
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"review": "r", "output": "o"}, "Set predictions=..."),
-     ({"predictions": "p", "review": "r", "output": "o", "mapp": {}}, "Unknown merge_review option(s): mapp (did you mean mapping?)"),
+     ({"predictions": "p", "review": "r", "output": "o", "mapp": {}},
+      "Unknown merge_review option(s): mapp (did you mean mapping?)"),
      ({"predictions": "p", "review": "r", "output": "o", "mapping": ["good"]}, "mapping= maps a curator's label")],
 )
 def test_bad_options(options: dict, message: str) -> None:

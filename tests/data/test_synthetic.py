@@ -1,4 +1,5 @@
-"""Synthetic analyzers (:mod:`unitrefine.data.synthetic`): labels with signal, seeded, cached, and the whole experiment."""
+"""Synthetic analyzers (:mod:`unitrefine.data.synthetic`): labels with signal, seeded, cached, and the whole
+experiment."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ def table(n_recordings: int = 8, n_units: int = 30, seed: int = 0, p_good: float
     recording = np.repeat([f"rec{i}" for i in range(n_recordings)], n_units)
     subject = np.repeat([f"s{i // 2}" for i in range(n_recordings)], n_units)
     y = (rng.random(n) < p_good).astype(np.int64)
-    units = pd.DataFrame({"recording": recording, "subject": subject, "unit_id": np.arange(n).astype(str), "label": y.astype(str)})
+    units = pd.DataFrame({"recording": recording, "subject": subject, "unit_id": np.arange(n).astype(str),
+                          "label": y.astype(str)})
     X = pd.DataFrame({"a": rng.normal(size=n).astype(np.float32)})
     return UnitTable(X=X, y=y, classes=("other", "good"), units=units)
 
@@ -100,6 +101,7 @@ def test_holdout_report_matches_sklearn_and_counts() -> None:
     recs = np.repeat(["a", "b"], 100)
     report = holdout_report(y, pred, ("good", "mua", "noise"), recs)
     assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
-    assert report["per_recording"]["a"]["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y[:100], pred[:100]))
+    expected = balanced_accuracy_score(y[:100], pred[:100])
+    assert report["per_recording"]["a"]["balanced_accuracy"] == pytest.approx(expected)
     assert np.array(report["confusion_matrix"]).sum() == 200
     assert report["per_class"]["mua"]["support"] == int((y == 1).sum())

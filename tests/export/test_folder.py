@@ -1,5 +1,6 @@
-"""Loading model folders (:func:`unitrefine.export.folder.load_model_folder`, :func:`unitrefine.export.folder.load_skops`):
-damaged files and paths a user may give are clear errors naming the file, and nothing is written or changed."""
+"""Loading model folders (:func:`unitrefine.export.folder.load_model_folder`,
+:func:`unitrefine.export.folder.load_skops`): damaged files and paths a user may give are clear errors naming the
+file, and nothing is written or changed."""
 
 from __future__ import annotations
 

@@ -113,7 +113,8 @@ def test_round_robin_spreads_over_recordings_and_none_ranks_globally() -> None:
     assert select(recordings, scores, 3, "none").tolist() == [1, 0, 3]
     assert select(recordings, scores, 100, "none").tolist() == [1, 0, 3, 2, 5, 4, 6]
     # Ties keep the recordings' and units' order.
-    assert select(np.array(["B", "A", "B", "A"]), np.array([0.5, 0.5, 0.5, 0.5]), 4, "round_robin").tolist() == [0, 1, 2, 3]
+    ranked = select(np.array(["B", "A", "B", "A"]), np.array([0.5, 0.5, 0.5, 0.5]), 4, "round_robin")
+    assert ranked.tolist() == [0, 1, 2, 3]
 
 
 def test_rank_candidates_table() -> None:
@@ -134,7 +135,8 @@ def test_rank_candidates_table() -> None:
 
 
 def test_suggest_ranks_by_the_models_own_probabilities(tmp_path: Path, tiny_model: Path, unlabelled: Path) -> None:
-    predict(parse_predict_config({"model": str(tiny_model), "data": str(unlabelled), "output": str(tmp_path / "p.csv")}))
+    predict(parse_predict_config({"model": str(tiny_model), "data": str(unlabelled),
+                                  "output": str(tmp_path / "p.csv")}))
     preds = read(tmp_path / "p.csv")
     result = run(model=tiny_model, data=unlabelled, n=10, output=tmp_path / "s.csv")
     got = read(tmp_path / "s.csv")
@@ -216,7 +218,8 @@ def test_labelled_units_are_never_suggested(tmp_path: Path, tiny_model: Path, un
     (labels / "recB").mkdir(parents=True)
     a, b = top[top["recording"] == "recA"], top[top["recording"] == "recB"]
     # recA: a CSV of unit id + label, one of them unsorted (Phy's default: not a label); recB: a Phy TSV.
-    pd.DataFrame({"unit_id": a["unit_id"], "label": ["good", "unsorted", "noise"]}).to_csv(labels / "recA.csv", index=False)
+    pd.DataFrame({"unit_id": a["unit_id"], "label": ["good", "unsorted", "noise"]}).to_csv(labels / "recA.csv",
+                                                                                          index=False)
     pd.DataFrame({"cluster_id": b["unit_id"], "group": "mua"}).to_csv(labels / "recB" / "cluster_group.tsv", sep="\t",
                                                                       index=False)
     result = run(model=tiny_model, data=unlabelled, n=50, output=tmp_path / "rest.csv", labels=labels)
@@ -229,7 +232,8 @@ def test_labelled_units_are_never_suggested(tmp_path: Path, tiny_model: Path, un
     flat = pd.concat([a.assign(label="good"), b.assign(label="mua")])[["recording", "unit_id", "label"]]
     flat.to_csv(tmp_path / "flat.csv", index=False)
     with caplog.at_level(logging.WARNING):
-        again = run(model=tiny_model, data=unlabelled, n=100, output=tmp_path / "flat_out.csv", labels=tmp_path / "flat.csv")
+        again = run(model=tiny_model, data=unlabelled, n=100, output=tmp_path / "flat_out.csv",
+                    labels=tmp_path / "flat.csv")
     assert again.n_labelled == 6 and len(again.suggestions) == 44 and "only 44 units are unlabelled" in caplog.text
 
 
@@ -254,7 +258,8 @@ def test_bad_labels_are_clear_errors_and_write_nothing(tmp_path: Path, tiny_mode
     assert "do not exist" in _error(**common, labels=tmp_path / "nope")
     (tmp_path / "empty_folder").mkdir()
     assert "holds no labels file for any recording" in _error(**common, labels=tmp_path / "empty_folder")
-    pd.DataFrame({"recording": "recA", "cluster_id": [1], "a": ["x"], "b": ["y"]}).to_csv(tmp_path / "ab.csv", index=False)
+    ab = pd.DataFrame({"recording": "recA", "cluster_id": [1], "a": ["x"], "b": ["y"]})
+    ab.to_csv(tmp_path / "ab.csv", index=False)
     assert "cannot tell which column holds the labels" in _error(**common, labels=tmp_path / "ab.csv")
     assert not out.exists()
 
@@ -263,8 +268,10 @@ def test_a_single_recording_takes_a_plain_labels_file_and_everything_labelled_is
     tmp_path: Path, tiny_model: Path, unlabelled: Path
 ) -> None:
     ids = pd.read_csv(unlabelled / "recB.csv")["cluster_id"]
-    pd.DataFrame({"cluster_id": ids[:-1], "group": "good"}).to_csv(tmp_path / "cluster_group.tsv", sep="\t", index=False)
-    result = run(model=tiny_model, data=unlabelled / "recB.csv", output=tmp_path / "s.csv", labels=tmp_path)  # a Phy folder
+    phy = pd.DataFrame({"cluster_id": ids[:-1], "group": "good"})
+    phy.to_csv(tmp_path / "cluster_group.tsv", sep="\t", index=False)
+    # labels= a Phy folder
+    result = run(model=tiny_model, data=unlabelled / "recB.csv", output=tmp_path / "s.csv", labels=tmp_path)
     assert result.suggestions["unit_id"].tolist() == [str(ids.iloc[-1])]
     pd.DataFrame({"cluster_id": ids, "group": "good"}).to_csv(tmp_path / "cluster_group.tsv", sep="\t", index=False)
     assert "already labelled" in _error(model=tiny_model, data=unlabelled / "recB.csv", output=tmp_path / "t.csv",
@@ -280,7 +287,8 @@ def test_a_single_recording_takes_a_plain_labels_file_and_everything_labelled_is
         ({"model": "m", "data": "d.csv", "output": "o.csv", "strategy": "margn"}, "strategy must be one of margin"),
         ({"model": "m", "data": "d.csv", "output": "o.csv", "spread": "quota"}, "spread must be one of round_robin"),
         ({"model": ["a", "b"], "data": "d.csv", "output": "o.csv"}, "suggest takes one model"),
-        ({"model": "m", "data": "d.csv", "output": "o.csv", "nn": 3}, "Unknown suggest option(s): nn (did you mean n?)"),
+        ({"model": "m", "data": "d.csv", "output": "o.csv", "nn": 3},
+         "Unknown suggest option(s): nn (did you mean n?)"),
     ],
 )
 def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
@@ -289,7 +297,8 @@ def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
     assert message in str(excinfo.value)
 
 
-def test_bad_data_and_models_are_the_prediction_paths_errors(tmp_path: Path, tiny_model: Path, unlabelled: Path) -> None:
+def test_bad_data_and_models_are_the_prediction_paths_errors(tmp_path: Path, tiny_model: Path,
+                                                             unlabelled: Path) -> None:
     out = tmp_path / "s.csv"
     assert "does not exist" in _error(model=tiny_model, data=tmp_path / "nope.csv", output=out)
     assert "Model folder" in _error(model=tmp_path / "no_model", data=unlabelled, output=out)

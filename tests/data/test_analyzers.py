@@ -1,4 +1,5 @@
-"""Analyzer mode (:mod:`unitrefine.data.analyzers`, :mod:`unitrefine.data.analyzer_data`) on tiny generated analyzers."""
+"""Analyzer mode (:mod:`unitrefine.data.analyzers`, :mod:`unitrefine.data.analyzer_data`) on tiny generated
+analyzers."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def test_missing_metrics_are_computed_saved_and_their_parameters_returned(tmp_pa
     table = load(tmp_path, analyzer_dataset(folders))
     assert table.class_counts() == {"good": 10, "mua": 4, "noise": 6}
     assert set(table.units["recording"]) == {"r0", "r1"}
-    assert {"snr", "isi_violations_ratio", "peak_to_trough_duration", "waveform_baseline_flatness"} <= set(table.X.columns)
+    expected = {"snr", "isi_violations_ratio", "peak_to_trough_duration", "waveform_baseline_flatness"}
+    assert expected <= set(table.X.columns)
     quality = table.metric_params["quality_metric_params"]
     assert quality["metric_names"] == TINY_QUALITY  # metric names (as SpikeInterface stores them), not columns
     assert quality["metric_params"]["presence_ratio"] == {"bin_duration_s": 10, "mean_fr_ratio_thresh": 0.0}
@@ -63,7 +65,8 @@ def test_metrics_already_on_an_analyzer_are_used_and_differing_parameters_named(
         load(tmp_path, analyzer_dataset(folders, strict=True))
 
 
-def test_configured_parameters_differing_from_existing_metrics_warn(tmp_path: Path, synthetic_bank: Path, caplog) -> None:
+def test_configured_parameters_differing_from_existing_metrics_warn(tmp_path: Path, synthetic_bank: Path,
+                                                                    caplog) -> None:
     folders = copy_recordings(synthetic_bank, tmp_path / "data", [0])
     load(tmp_path, analyzer_dataset(folders))  # computes presence_ratio with 10 s bins
     changed = analyzer_dataset(folders)
@@ -129,7 +132,8 @@ def _damage(folder: Path, how: str) -> Path:
         ("no_sorting", "could not be loaded"),
     ],
 )
-def test_missing_or_damaged_analyzer_folders_are_clear_errors(tmp_path: Path, synthetic_bank: Path, how: str, message: str) -> None:
+def test_missing_or_damaged_analyzer_folders_are_clear_errors(tmp_path: Path, synthetic_bank: Path, how: str,
+                                                              message: str) -> None:
     folders = copy_recordings(synthetic_bank, tmp_path / "data", [0])
     path = _damage(folders[0], how)
     with pytest.raises(UnitRefineError, match=message) as excinfo:
@@ -172,13 +176,16 @@ def test_an_analyzer_without_its_recording_cannot_compute_template_dependent_met
 @pytest.mark.parametrize(
     ("compute", "metric_names", "message"),
     [
-        ({"quality_metrics": {"metric_names": ["snr", "d_prime"]}}, None, r"PCA-based metrics \['d_prime'\].*pca_metrics=true"),
+        ({"quality_metrics": {"metric_names": ["snr", "d_prime"]}}, None,
+         r"PCA-based metrics \['d_prime'\].*pca_metrics=true"),
         ({"quality_metrics": {"metric_names": ["snr", "snrr"]}}, None, r"unknown metrics \['snrr'\]"),
-        ({"template_metrics": {"metric_params": {"half_widht": {}}}}, None, r"metric_params names unknown metrics \['half_widht'\]"),
+        ({"template_metrics": {"metric_params": {"half_widht": {}}}}, None,
+         r"metric_params names unknown metrics \['half_widht'\]"),
         ({}, ["snr", "isolation_distance"], r"PCA-based metrics that analyzers lack.*pca_metrics=true"),
     ],
 )
-def test_metric_choices_are_checked(tmp_path: Path, synthetic_bank: Path, compute: dict, metric_names, message: str) -> None:
+def test_metric_choices_are_checked(tmp_path: Path, synthetic_bank: Path, compute: dict, metric_names,
+                                    message: str) -> None:
     folders = copy_recordings(synthetic_bank, tmp_path / "data", [0])
     with pytest.raises(UnitRefineError, match=message):
         load(tmp_path, analyzer_dataset(folders, compute=compute, metric_names=metric_names))
@@ -211,7 +218,8 @@ def test_model_info_metric_params_come_from_the_analyzers(synthetic_models: dict
     info = json.loads((synthetic_models["three_class"] / "model_info.json").read_text())
     params = info["metric_params"]
     assert params["quality_metric_params"]["metric_params"]["presence_ratio"]["bin_duration_s"] == 10
-    assert params["template_metric_params"]["metric_params"]["waveform_baseline_flatness"] == {"baseline_window_ms": [0.0, 0.5]}
+    flatness = params["template_metric_params"]["metric_params"]["waveform_baseline_flatness"]
+    assert flatness == {"baseline_window_ms": [0.0, 0.5]}
     assert info["label_conversion"] == {"0": "good", "1": "mua", "2": "noise"}
 
 

@@ -30,8 +30,9 @@ def test_default_lists_leave_pca_metrics_out_unless_asked() -> None:
 
 
 def test_parameters_compare_after_normalisation_and_unknown_ones_are_named() -> None:
-    stored = {"metric_params": {"firing_range": {"bin_size_s": 5, "percentiles": [5, 95]}, "snr": {"method": "extremum"}}}
-    actual = {"metric_params": {"firing_range": {"percentiles": (5, 95), "bin_size_s": 5}, "snr": {"method": "peak_to_peak"},
-                                "presence_ratio": {}}}
+    stored = {"metric_params": {"firing_range": {"bin_size_s": 5, "percentiles": [5, 95]},
+                                "snr": {"method": "extremum"}}}
+    actual = {"metric_params": {"firing_range": {"percentiles": (5, 95), "bin_size_s": 5},
+                                "snr": {"method": "peak_to_peak"}, "presence_ratio": {}}}
     assert sm.compare_params(stored, actual, ["firing_range", "snr", "presence_ratio"]) == (["snr"], ["presence_ratio"])
     assert sm.info_key(sm.TEMPLATE) == "template_metric_params"
