@@ -71,7 +71,7 @@ class Setting:
 def load_table(task: str) -> UnitTable:
     """The mouse_v1 recordings as training sees them (features, classes, recording and subject of every unit)."""
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
 
     # threshold.tune (mouse_v1 tunes it) is for binary tasks only, and the simulation's model decides at argmax.
     cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "threshold.tune=false"]))

@@ -32,7 +32,8 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from unitrefine.config import compose_config, validate_config
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.model.threshold import tune_threshold
 from unitrefine.search.pipeline import build_pipeline
 from unitrefine.search.search_space import Choice

@@ -56,7 +56,7 @@ def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
     from unitrefine.export.folder import dump_model
     from unitrefine.run import stages
     from unitrefine.search.evaluation import balanced_accuracy

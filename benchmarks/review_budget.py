@@ -230,7 +230,7 @@ def measure_split(task: str, split: str, extra: tuple[str, ...] = ()) -> dict[st
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
     from unitrefine.run import stages
 
     holdout = split_recordings(split)

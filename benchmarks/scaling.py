@@ -78,7 +78,7 @@ def measure_one(data: Path, family: str, limits: bool) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
     from unitrefine.search.evaluation import make_plan, scorer
     from unitrefine.search.objective import Objective
     from unitrefine.search.pipeline import unit_limit

@@ -54,7 +54,7 @@ def spikeinterface_cell(task: str, holdout: list[str], tmp: Path) -> dict:
     from spikeinterface.curation import train_model
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
 
     cfg = validate_config(compose_config(["+experiment=mouse_v1", f"task={task}", "dataset.exclude_metrics=[]",
                                               "threshold.tune=false"]))
@@ -93,7 +93,7 @@ def unitrefine_cell(task: str, holdout: list[str], tmp: Path, extra: tuple[str, 
     from sklearn.metrics import balanced_accuracy_score
 
     from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
     from unitrefine.export.folder import load_model_folder
     from unitrefine.model.estimate import REVIEW_BUDGETS
     from unitrefine.model.uncertainty import curated_scores, decision_threshold, model_uncertainty

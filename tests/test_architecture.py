@@ -67,3 +67,12 @@ def test_the_names_users_import_come_from_the_top_level_package() -> None:
     assert (unitrefine.train_model, unitrefine.load_model_folder, unitrefine.TRUSTED_TYPES) == (
         train_model, load_model_folder, TRUSTED_TYPES)
     assert set(unitrefine.__all__) == {"TRUSTED_TYPES", "UnitRefineError", "load_model_folder", "train_model"}
+
+
+def test_no_module_imports_itself_back() -> None:
+    import grimp  # import-linter's import graph
+
+    graph = grimp.build_graph("unitrefine")
+    cycles = sorted({tuple(sorted((m, i))) for m in graph.modules for i in graph.find_modules_directly_imported_by(m)
+                     if i.startswith("unitrefine.") and graph.chain_exists(importer=i, imported=m)})
+    assert cycles == []

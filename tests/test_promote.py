@@ -82,7 +82,7 @@ def test_promote_without_challenger_or_evaluation_data_is_a_clear_error(tmp_path
 
 def test_promote_on_an_evaluation_dataset_scores_the_exported_models(tmp_path: Path, tiny_recordings) -> None:
     """With registry.evaluation_dataset, the exported models themselves are scored on it."""
-    from unitrefine.data.dataset import load_dataset
+    from unitrefine.data.loading import load_dataset
     from unitrefine.export.folder import load_model_folder
     from unitrefine.search.evaluation import balanced_accuracy
 

@@ -170,6 +170,19 @@ _TRAIN_NOTES = (
 )
 
 #: The ``--help`` of every command; the option descriptions are the ones the commands' docs refer to.
+#: The help lines of the options predict and suggest share (:class:`ApplyOptions`).
+_APPLY_HELP = (
+            ("compute_missing=<bool>", "analyzers: compute the metrics the model needs and the analyzer lacks"),
+            ("save_metrics=<bool>", "analyzers: save those metrics on the analyzer"),
+            ("strict=<bool>", "analyzers: metrics computed with other parameters than the model's are an error"),
+            ("impute_missing=[a,b]", "metrics the input may lack (imputed by the model)"),
+            ("trust=[types]", "skops types to trust beyond the reviewed list (review them first)"),
+            ("tracking_uri=<uri>", "the registry of models:/ URIs (null: <project>/mlruns/mlflow.db)"),
+)
+#: Where a command's relative paths are taken from (:mod:`unitrefine.apply.command_paths`).
+_PATHS = ("Relative inputs: from the current directory, else from the project; output= from the current "
+          "directory.")
+
 HELP: dict[str, CommandHelp] = {
     "train": CommandHelp(
         "Search for the best curation classifier (Optuna), check it on held-out recordings, export it and track "
@@ -234,12 +247,7 @@ HELP: dict[str, CommandHelp] = {
             ("review=<budget>", "mark units for review: a fraction (0.1), a percentage (10%) or a count (50)"),
             ("phy_folder=<path>", "also write the labels (and review queue) as Phy cluster_*.tsv files there"),
             ("set_properties=<bool>", "analyzers: set the sorting properties classifier_label/_probability"),
-            ("compute_missing=<bool>", "analyzers: compute the metrics the model needs and the analyzer lacks"),
-            ("save_metrics=<bool>", "analyzers: save those metrics on the analyzer"),
-            ("strict=<bool>", "analyzers: metrics computed with other parameters than the model's are an error"),
-            ("impute_missing=[a,b]", "metrics the input may lack (imputed by the model)"),
-            ("trust=[types]", "skops types to trust beyond the reviewed list (review them first)"),
-            ("tracking_uri=<uri>", "the registry of models:/ URIs (null: <project>/mlruns/mlflow.db)"),
+            *_APPLY_HELP,
             ("noise_label=<class>", "cascade: the first model's class that marks noise"),
             ("n_jobs=<int>", "SpikeInterface jobs when computing metrics"),
         ),
@@ -250,7 +258,7 @@ HELP: dict[str, CommandHelp] = {
             "python -m unitrefine.predict model=[models:/noise@champion,models:/sua@champion] data=path/to/analyzer "
             "output=preds.csv",
         ),
-        ("Relative paths are relative to the current directory. Defaults: conf/predict.yaml.",),
+        (f"{_PATHS} Defaults: conf/predict.yaml.",),
     ),
     "suggest": CommandHelp(
         "Rank the units a curator should label next: those the model is least sure about, spread across "
@@ -265,19 +273,14 @@ HELP: dict[str, CommandHelp] = {
             ("spread=<name>", "round_robin (each recording in turn) or none (one global order)"),
             ("labels=<path>", "units already labelled, never suggested: a labels file or folder, or a Phy folder"),
             ("overwrite=<bool>", "replace an existing output"),
-            ("compute_missing=<bool>", "analyzers: compute the metrics the model needs and the analyzer lacks"),
-            ("save_metrics=<bool>", "analyzers: save those metrics on the analyzer"),
-            ("strict=<bool>", "analyzers: metrics computed with other parameters than the model's are an error"),
-            ("impute_missing=[a,b]", "metrics the input may lack (imputed by the model)"),
-            ("trust=[types]", "skops types to trust beyond the reviewed list (review them first)"),
-            ("tracking_uri=<uri>", "the registry of models:/ URIs (null: <project>/mlruns/mlflow.db)"),
+            *_APPLY_HELP,
             ("n_jobs=<int>", "SpikeInterface jobs when computing metrics"),
         ),
         (
             "python -m unitrefine.suggest model=models:/mouse_v1@champion data=path/to/analyzer output=next.csv",
             "python -m unitrefine.suggest model=<folder> data=new_data.csv n=50 labels=labelled.csv output=next.csv",
         ),
-        ("Relative paths are relative to the current directory. Defaults: conf/suggest.yaml.",),
+        (f"{_PATHS} Defaults: conf/suggest.yaml.",),
     ),
     "merge_review": CommandHelp(
         "The final curated labels: the curator's where they reviewed a unit, the model's elsewhere.",
@@ -294,7 +297,7 @@ HELP: dict[str, CommandHelp] = {
             "python -m unitrefine.merge_review predictions=preds.csv review=labels.csv output=curated.csv "
             "mapping={good:sua}",
         ),
-        ("Relative paths are relative to the current directory. Defaults: conf/merge_review.yaml.",),
+        (f"{_PATHS} Defaults: conf/merge_review.yaml.",),
     ),
     "recreate": CommandHelp(
         "Re-train a recorded model from its recorded configuration and check it against the record. Exit status: "

@@ -17,7 +17,7 @@ from spikeinterface.core import load_sorting_analyzer
 from unitrefine.config import compose_config, validate_config
 from unitrefine.data import analyzers as az
 from unitrefine.data.analyzer_data import GivenAnalyzer, given_analyzers, stored_compute
-from unitrefine.data.dataset import load_dataset
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 
 

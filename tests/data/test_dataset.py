@@ -11,7 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from unitrefine.config import PROJECT_ROOT, DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 
 TASK = TaskConfig(

@@ -15,7 +15,8 @@ from conftest import read_predictions, run_predict
 
 from unitrefine.apply.active import parse_suggest_config, suggest
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 
 TASK = TaskConfig(name="three_class", classes=["good", "mua", "noise"],

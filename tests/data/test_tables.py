@@ -14,7 +14,8 @@ from _tiny_models import fit_model, write_unlabelled
 from conftest import run_predict
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 
 TASK = TaskConfig(name="sua_vs_all", classes=["other", "good"],

@@ -12,7 +12,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.model.estimate import GroupEstimate, describe, leave_group_out, new_recording_estimate
 from unitrefine.search.evaluation import balanced_accuracy
 

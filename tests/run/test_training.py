@@ -11,7 +11,7 @@ import pytest
 from conftest import features_for, make_config, overlapping_recordings
 from mlflow.tracking import MlflowClient
 
-from unitrefine.data.dataset import load_dataset
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import load_model_folder
 from unitrefine.export.report import summary

@@ -87,33 +87,8 @@ class UnitTable:
 
 
 
-def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:
-    """Load and validate every recording of a dataset (CSV mode here, analyzer mode in
-    :mod:`unitrefine.data.analyzer_data`).
-
-    Parameters
-    ----------
-    dataset : DatasetConfig
-        The recordings and the feature selection.
-    task : TaskConfig
-        The label mapping.
-    root : Path
-        Relative paths in ``dataset`` are resolved against it.
-
-    Returns
-    -------
-    UnitTable
-        Features (float32, ±inf -> NaN, as SpikeInterface feeds its models) and class codes.
-
-    Raises
-    ------
-    UnitRefineError
-        For any problem with the files or their contents.
-    """
-    if dataset.mode == "analyzers":
-        from unitrefine.data.analyzer_data import load_analyzer_dataset
-
-        return load_analyzer_dataset(dataset, task, root)
+def load_csv_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:
+    """Load and validate every recording of a CSV-mode dataset (:func:`unitrefine.data.loading.load_dataset`)."""
     dataset = check_dataset(dataset, task)
     frames = {rec.id: load_recording(rec, dataset, task, root) for rec in dataset.recordings}
     return combine_recordings(frames, dataset, task)

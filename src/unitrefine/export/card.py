@@ -51,6 +51,7 @@ def _reproducibility(info: dict[str, Any]) -> str:
     return text
 
 
+# Over 60 lines: one section of the card after another, in the order a reader sees them; the code is 61 lines.
 def write_model_card(
     folder: Path, model: Any, info: dict[str, Any], metadata: dict[str, Any], name: str | None = None
 ) -> Path:

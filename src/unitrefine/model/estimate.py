@@ -1,16 +1,16 @@
 """What to expect on recordings a model has never seen: leave-one-animal-out refits of the exported model.
 
 The search's CV score is the best of many trials on the same folds, and its folds are grouped by recording, so
-other recordings of the same animal sit in the training folds: on the curated mouse data it is ~0.08 above the
-score on a new animal. The held-out recordings are honest but are one animal: single animals range over
-~0.1 of balanced accuracy. The estimate here refits the exported model's configuration (ensemble, threshold and
-all) once per animal (subject; recordings when there are fewer than three subjects) on all the others, scores
+other recordings of the same animal sit in the training folds: it is optimistic for a new animal. The held-out
+recordings are honest but are one animal, and single animals differ widely (both measured:
+benchmarks/results/vs_spikeinterface.md). The estimate here refits the exported model's configuration
+(ensemble, threshold and all) once per animal (subject; recordings when there are fewer than three subjects) on all the others, scores
 it on that animal, and averages: what a lab should expect from its next animal, and how much that varies. With
 more groups than ``max_refits`` (a large dataset of hundreds of recordings), the groups are dealt into
 ``max_refits`` folds instead: each group is still scored by a model that never saw it, at a bounded cost.
 
 The mean is unbiased for the next animal but one animal's score scatters around it as much as the animals
-here do (on the mouse data the printed mean missed single left-out mice by up to 0.07), so the estimate
+here do (how far it missed single left-out mice: benchmarks/results/vs_spikeinterface.md), so the estimate
 carries a prediction interval for one new group: mean +/- t(n-1) x sd x sqrt(1 + 1/n) over the n groups.
 """
 

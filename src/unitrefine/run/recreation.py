@@ -37,7 +37,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from unitrefine.config import PROJECT_ROOT, TrainConfig, forget_removed_keys, validate_config
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import CONFIG_FILE, HOLDOUT_PREDICTIONS_FILE, LEADERBOARD_FILE, TRAINING_DATA_FILE
 from unitrefine.export.model_info import read_model_info
@@ -175,7 +176,7 @@ def check_data(cfg: TrainConfig, recorded: Recorded) -> str:
     DataChanged
         Naming each recording, file, unit and metric that differs from the record.
     UnitRefineError
-        A data file is missing or unreadable (from :func:`unitrefine.data.dataset.load_dataset`).
+        A data file is missing or unreadable (from :func:`unitrefine.data.loading.load_dataset`).
     """
     table = load_dataset(cfg.dataset, cfg.task, cfg.root_dir)
     trained_on = recorded.info["trained_on"]

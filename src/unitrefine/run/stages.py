@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 from sklearn.pipeline import Pipeline
 
 from unitrefine.config import TrainConfig
-from unitrefine.data.dataset import UnitTable, load_dataset
+from unitrefine.data.dataset import UnitTable
+from unitrefine.data.loading import load_dataset
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import package_versions
 from unitrefine.export.report import HeldOut, evaluate_holdout, spec_params

@@ -20,6 +20,7 @@ __all__ = ["TrainResult", "train"]
 log = logging.getLogger(__name__)
 
 
+# Over 60 lines: the stages of a run in order, each announced and timed; the code is 48 lines.
 def train(cfg: TrainConfig) -> TrainResult | None:
     """Run one study end to end (or this worker's part of it).
 
