@@ -4,10 +4,11 @@ The search's CV score is the best of many trials on the same folds, and its fold
 other recordings of the same animal sit in the training folds: it is optimistic for a new animal. The held-out
 recordings are honest but are one animal, and single animals differ widely (both measured:
 benchmarks/results/vs_spikeinterface.md). The estimate here refits the exported model's configuration
-(ensemble, threshold and all) once per animal (subject; recordings when there are fewer than three subjects) on all the others, scores
-it on that animal, and averages: what a lab should expect from its next animal, and how much that varies. With
-more groups than ``max_refits`` (a large dataset of hundreds of recordings), the groups are dealt into
-``max_refits`` folds instead: each group is still scored by a model that never saw it, at a bounded cost.
+(ensemble, threshold and all) once per animal (subject; recordings when there are fewer than three subjects) on
+all the others, scores it on that animal, and averages: what a lab should expect from its next animal, and how
+much that varies. With more groups than ``max_refits`` (a large dataset of hundreds of recordings), the groups
+are dealt into ``max_refits`` folds instead: each group is still scored by a model that never saw it, at a
+bounded cost.
 
 The mean is unbiased for the next animal but one animal's score scatters around it as much as the animals
 here do (how far it missed single left-out mice: benchmarks/results/vs_spikeinterface.md), so the estimate
