@@ -13,7 +13,7 @@ cascade), or through ``mapping=`` for other models. The curator's files are only
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,15 @@ _OPTIONS = Options(labels="review", data="predictions")
 _LISTED = 5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MergeReviewConfig:
-    """What ``python -m unitrefine.merge_review`` is asked to do (``conf/merge_review.yaml``)."""
+    """What ``python -m unitrefine.merge_review`` is asked to do; the defaults are ``conf/merge_review.yaml``'s."""
 
     predictions: str
     review: str
     output: str
-    overwrite: bool = False
-    mapping: dict[str, str] = field(default_factory=dict)
+    overwrite: bool
+    mapping: dict[str, str]
 
 
 def parse_merge_review_config(cfg: DictConfig | dict[str, Any]) -> MergeReviewConfig:

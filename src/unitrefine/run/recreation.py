@@ -289,12 +289,12 @@ def _prediction_differences(recorded: Path, recreated: Path, tolerance: float) -
 
 @dataclass(frozen=True)
 class RecreateOptions:
-    """What ``python -m unitrefine.recreate`` is asked to do (``conf/recreate.yaml``)."""
+    """What ``python -m unitrefine.recreate`` is asked to do; the defaults are ``conf/recreate.yaml``'s."""
 
     source: str
-    output: str | None = None
-    tracking_uri: str | None = None
-    tolerance: float = 0.0
+    output: str | None
+    tracking_uri: str | None
+    tolerance: float
 
 
 def parse_recreate_config(cfg: DictConfig | Mapping[str, Any]) -> RecreateOptions:
