@@ -70,6 +70,7 @@ def server(tmp_path: Path, tiny_recordings):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        proc.stderr.close()
 
 
 def test_rest_api_shows_runs_metrics_plots_and_aliases(server) -> None:

@@ -219,11 +219,14 @@ class Worker:
         )
 
     def _past_deadline(self) -> bool:
-        """Whether ``search.timeout_s`` has passed (then noting whether it leaves the budget unused)."""
+        """Whether ``search.timeout_s`` has passed (then noting whether it leaves the budget unused). A cap shorter
+        than the start-up never leaves the study without a trial: the first one always runs."""
         if self._deadline is None or time.monotonic() < self._deadline:
             return False
-        self._window.close()
         b = budget(self.study.get_trials(deepcopy=False), self.max_retries)
+        if b.counted + b.running == 0:
+            return False
+        self._window.close()
         if b.counted + b.running < self.n_trials:
             self._timed_out = True
         return True
