@@ -14,7 +14,8 @@ skops), and the modules the command imports that take longest (``python -X impor
 import mlflow, optuna or spikeinterface for a model folder and a CSV; that is checked.
 
 Throughput: the same command on one generated CSV of 1M units x 40 metrics (``generated_metrics.py``: resampled
-curated units, real NaN patterns): wall time, units per second and peak resident memory.
+curated units, real NaN patterns): wall time, units per second and peak resident memory; and what a review queue
+(``review=10%``) adds to it.
 """
 
 from __future__ import annotations
@@ -120,7 +121,16 @@ def throughput(model: Path, tmp: Path, units: int) -> dict[str, float]:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit("prediction on the large table failed")
     return {"units": units, "wall_s": wall, "units_per_s": units / wall, "peak_mb": status["peak_mb"],
-            "csv_mb": data.stat().st_size / 2**20, "generate_s": generated}
+            "csv_mb": data.stat().st_size / 2**20, "generate_s": generated, **review_overhead(cmd)}
+
+
+def review_overhead(cmd: list[str], repeats: int = 3) -> dict[str, float]:
+    """Median wall time of ``cmd`` without and with a review queue (``review=10%``), runs alternating."""
+    plain, review = [], []
+    for _ in range(repeats):
+        plain.append(timed([*cmd, "overwrite=true"]))
+        review.append(timed([*cmd, "overwrite=true", "review=10%"]))
+    return {"plain_s": statistics.median(plain), "review_s": statistics.median(review)}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -163,6 +173,9 @@ def main(argv: list[str] | None = None) -> Path:
         + f"## Throughput, {big['units']:,} units x 40 metrics ({big['csv_mb']:.0f} MB CSV)\n\n"
         + f"- **{big['wall_s']:.1f} s** for the whole command (read, check, predict, write): "
           f"**{big['units_per_s']:,.0f} units/s**; peak resident memory **{big['peak_mb']:.0f} MB**\n"
+        + f"- with a review queue (`review=10%`: the ranking, `needs_review`, `review_rank`): median "
+          f"**{big['review_s']:.2f} s** against {big['plain_s']:.2f} s without, "
+          f"**{100 * (big['review_s'] / big['plain_s'] - 1):+.1f} %** (3 runs each, alternating; target under +10 %)\n"
     )
     return write_result("predict_latency" + ("_quick" if args.quick else ""), text)
 

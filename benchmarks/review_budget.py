@@ -374,6 +374,22 @@ def estimate_table(cells: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def overall_estimate(tasks: list[str], ranking: str = "margin") -> str:
+    """Markdown: the printed estimate against the left-out mouse over every cached cell of ``tasks``."""
+    cells = [c for t in tasks for c in cells_of(t)]
+    if not cells:
+        return ""
+    lines = [f"## The printed estimate over all {len(cells)} cells (`{ranking}`, the product's ranking)", "",
+             "| review | mean error (printed - actual) | mean absolute error | inside the printed 90 % interval |",
+             "|---|---|---|---|"]
+    for i, b in enumerate(cells[0]["budgets"]):
+        errors = [c["printed"][ranking]["mean"][i] - c["results"][ranking]["curated"][i] for c in cells]
+        inside = sum(lo <= c["results"][ranking]["curated"][i] <= hi
+                     for c in cells for lo, hi in [c["printed"][ranking]["interval"][i]])
+        lines.append(f"| {b:.0%} | {np.mean(errors):+.3f} | {np.mean(np.abs(errors)):.3f} | {inside} of {len(cells)} |")
+    return "\n".join([*lines, ""])
+
+
 def plot(tasks: list[str], path: Path) -> None:
     """One panel per task: mean curated balanced accuracy by budget, every ranking; dashed: retrained."""
     import matplotlib
@@ -425,7 +441,8 @@ def main() -> None:
               + "\nRegenerate with `python benchmarks/review_budget.py` (see its docstring for the rankings). Every "
               "score is balanced accuracy over the left-out mouse's units, scored against its curators' labels.\n\n")
     plot(tasks, RESULTS / "review_budget.png")
-    print(write_result("review_budget", header + "\n".join(task_table(t) for t in tasks)))
+    body = "\n".join(task_table(t) for t in tasks) + "\n" + overall_estimate(tasks)
+    print(write_result("review_budget", header + body))
 
 
 if __name__ == "__main__":
