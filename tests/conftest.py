@@ -185,3 +185,11 @@ def run_predict(**options: Any) -> Any:
 def read_predictions(path: Path) -> pd.DataFrame:
     """A predictions CSV with unit ids and recordings kept as text."""
     return pd.read_csv(path, dtype={"unit_id": str, "recording": str})
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a command a test sends Ctrl-C (SIGINT) to: a test run started in the background of a
+    non-interactive shell ignores SIGINT, and its children would inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

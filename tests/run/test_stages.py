@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from conftest import interruptible, make_config
 from mlflow.tracking import MlflowClient
 
 from unitrefine.model.final_model import FinalModel
@@ -149,7 +149,8 @@ def test_a_real_ctrl_c_during_the_refits_ends_at_once(tmp_path: Path) -> None:
              "def fit(self, part): time.sleep(60)\nFinalModel.fit = fit")
     log = tmp_path / "stderr.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _script(patch, tmp_path)], cwd=tmp_path, stderr=err, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", _script(patch, tmp_path)], cwd=tmp_path, stderr=err, text=True,
+                                preexec_fn=interruptible)
         try:
             deadline = time.monotonic() + 240
             while "Stage refit:" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:

@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 from _postgres import create_database, postgres_server
-from conftest import features_for, make_config, overlapping_recordings, write_recording
+from conftest import features_for, interruptible, make_config, overlapping_recordings, write_recording
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileOpenLock
 
@@ -70,7 +70,7 @@ def command(root: Path, recordings: str, n_trials: int, *extra: str) -> list[str
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, preexec_fn=interruptible)
 
 
 def finish(procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 300) -> list[str]:
