@@ -25,7 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench_common import RESULTS, machine_line, write_result
 from vs_spikeinterface import EXPERIMENTS, split_recordings
@@ -49,33 +52,56 @@ def search_once(task: str, holdout: list[str], tmp: Path, extra: tuple[str, ...]
     return overrides
 
 
-def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
-    """Search once without ``split``'s mouse, then export and score the ensemble under each bound in ``sizes``."""
+@dataclasses.dataclass(frozen=True)
+class SearchedSplit:
+    """One split searched as a user runs it: its config, data, finished study and left-out mouse's units."""
+
+    cfg: Any
+    data: Any
+    searched: Any
+    held: Any
+    tmp: Path
+    search_s: float
+
+
+@contextmanager
+def searched_split(task: str, holdout: list[str], prefix: str, extra: tuple[str, ...] = ()) -> Iterator[SearchedSplit]:
+    """Search ``task`` without ``holdout`` (:func:`search_once`) in a temporary folder, which lives as long as the
+    ``with`` block (the study is read from its journal there)."""
     import numpy as np
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     from unitrefine.config import compose_config, validate_config
     from unitrefine.data.loading import load_dataset
-    from unitrefine.export.folder import dump_model
     from unitrefine.run import stages
-    from unitrefine.search.evaluation import balanced_accuracy
 
-    holdout = split_recordings(split)
-    load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="unitrefine-ensemble-size-") as name:
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
         tmp = Path(name)
         started = time.perf_counter()
-        overrides = search_once(task, holdout, tmp)
+        overrides = search_once(task, holdout, tmp, extra)
         search_s = time.perf_counter() - started
         cfg = validate_config(compose_config(overrides))
         storage = JournalStorage(JournalFileBackend(str(tmp / "study.journal")))
         (study_name,) = optuna.get_all_study_names(storage)
         data = stages.split(cfg, stages.load(cfg))
         searched = stages.searched_study(cfg, data, optuna.load_study(study_name=study_name, storage=storage))
-        n_complete = searched.counts.get("complete", 0)
         full = load_dataset(validate_config(compose_config(overrides[:1])).dataset, cfg.task, cfg.root_dir)
         held = full.subset(np.flatnonzero(full.units["recording"].isin(holdout)))
+        yield SearchedSplit(cfg, data, searched, held, tmp, search_s)
+
+
+def measure_split(task: str, split: str, sizes: list[int | None]) -> dict:
+    """Search once without ``split``'s mouse, then export and score the ensemble under each bound in ``sizes``."""
+    from unitrefine.export.folder import dump_model
+    from unitrefine.run import stages
+    from unitrefine.search.evaluation import balanced_accuracy
+
+    holdout = split_recordings(split)
+    load = os.getloadavg()[0]
+    with searched_split(task, holdout, "unitrefine-ensemble-size-") as run:
+        cfg, data, searched, held, tmp, search_s = run.cfg, run.data, run.searched, run.held, run.tmp, run.search_s
+        n_complete = searched.counts.get("complete", 0)
         rows = []
         for size in sizes:
             bounded = dataclasses.replace(cfg, ensemble=dataclasses.replace(cfg.ensemble, max_members=size))

@@ -35,14 +35,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from bench_common import RESULTS, code_version, machine_line, write_result
-from ensemble_size import search_once
+from ensemble_size import searched_split
 from vs_spikeinterface import EXPERIMENTS, split_recordings
 
 from unitrefine.process import prepare_command_process
@@ -226,30 +224,15 @@ def scores_for(held: Any, predicted: np.ndarray, order: np.ndarray, budgets: tup
 
 def measure_split(task: str, split: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Search without ``split``'s mouse; score every ranking's review of it at every budget."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    from unitrefine.config import compose_config, validate_config
-    from unitrefine.data.loading import load_dataset
     from unitrefine.run import stages
 
     holdout = split_recordings(split)
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="unitrefine-review-budget-") as name:
-        tmp = Path(name)
-        started = time.perf_counter()
-        overrides = search_once(task, holdout, tmp, extra)
-        search_s = time.perf_counter() - started
-        cfg = validate_config(compose_config(overrides))
-        storage = JournalStorage(JournalFileBackend(str(tmp / "study.journal")))
-        (study_name,) = optuna.get_all_study_names(storage)
-        data = stages.split(cfg, stages.load(cfg))
-        searched = stages.searched_study(cfg, data, optuna.load_study(study_name=study_name, storage=storage))
-        final = stages.choose(cfg, searched, data)
-        full = load_dataset(validate_config(compose_config(overrides[:1])).dataset, cfg.task, cfg.root_dir)
-        held = full.subset(np.flatnonzero(full.units["recording"].isin(holdout)))
+    with searched_split(task, holdout, "unitrefine-review-budget-", extra) as run:
+        cfg, data, held, search_s = run.cfg, run.data, run.held, run.search_s
+        final = stages.choose(cfg, run.searched, data)
         assert held.classes == data.table.classes, (held.classes, data.table.classes)
-        pred = predictions(cfg, searched, final, data.table, held)
+        pred = predictions(cfg, run.searched, final, data.table, held)
     save_cache(task, split, pred, held.y)
     results = score_rankings(cfg, final, data.table, held, pred)
     return {"task": task, "split": split, "holdout": holdout, "n_units": len(held), "budgets": list(BUDGETS),

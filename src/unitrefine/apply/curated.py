@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from unitrefine.apply import predict_io as io
 from unitrefine.apply.command_paths import check_not_input, input_path, labels_inputs, output_path
 from unitrefine.data.labelled import Options, check_known_units, read_unit_labels
-from unitrefine.data.tables import read_table
+from unitrefine.data.tables import listed, read_table
 from unitrefine.errors import UnitRefineError
 from unitrefine.options import command_options
 
@@ -40,7 +40,6 @@ PHY_GROUPS: dict[frozenset[str], dict[str, str]] = {
     frozenset({"noise", "mua", "sua"}): {"good": "sua"},
 }
 _OPTIONS = Options(labels="review", data="predictions")
-_LISTED = 5
 
 
 @dataclass(kw_only=True)
@@ -117,11 +116,6 @@ class MergeResult:
     summary: ReviewSummary
 
 
-def _listed(items: list[Any]) -> str:
-    shown = ", ".join(repr(i) for i in items[:_LISTED])
-    return shown + (f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else "")
-
-
 def read_predictions(path: Path) -> pd.DataFrame:
     """A predictions table as ``unitrefine.predict`` writes it (all cells as strings).
 
@@ -138,13 +132,13 @@ def read_predictions(path: Path) -> pd.DataFrame:
     missing = [c for c in ("recording", "unit_id", "predicted_label") if c not in df.columns]
     if missing:
         raise UnitRefineError(
-            f"{path} (predictions=) lacks the columns {missing} (it has {_listed(list(df.columns))}): give the CSV "
+            f"{path} (predictions=) lacks the columns {missing} (it has {listed(list(df.columns))}): give the CSV "
             "unitrefine.predict wrote."
         )
     df["recording"], df["unit_id"] = df["recording"].fillna("").str.strip(), df["unit_id"].str.strip()
     dup = df[df.duplicated(["recording", "unit_id"])]
     if not dup.empty:
-        twice = _listed(list(zip(dup["recording"], dup["unit_id"])))
+        twice = listed(list(zip(dup["recording"], dup["unit_id"])))
         raise UnitRefineError(
             f"{path} (predictions=) lists units twice: {twice}. Give the CSV unitrefine.predict wrote."
         )
@@ -175,8 +169,8 @@ def to_classes(labels: pd.DataFrame, classes: list[str], mapping: dict[str, str]
     unknown = labels[mapped.isna()]
     if not unknown.empty:
         raise UnitRefineError(
-            f"{unknown['source'].iloc[0]} (review=): labels {_listed(sorted(unknown['label'].unique()))} (units "
-            f"{_listed(unknown['unit_id'].tolist())}) are not classes of the predictions {classes}. Fix them, or say "
+            f"{unknown['source'].iloc[0]} (review=): labels {listed(sorted(unknown['label'].unique()))} (units "
+            f"{listed(unknown['unit_id'].tolist())}) are not classes of the predictions {classes}. Fix them, or say "
             "what they are with mapping={<label>:<class>}."
         )
     return mapped

@@ -16,17 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unitrefine.data.tables import LABEL_COLUMNS, phy_to_unit_ids, read_table, split_unit_ids
+from unitrefine.data.tables import label_column, listed, phy_to_unit_ids, read_table, split_unit_ids
 from unitrefine.errors import UnitRefineError
 
 #: Label values that do not count as a label (Phy's default group is ``unsorted``).
 NOT_LABELLED = ("", "unsorted", "nan")
-_LISTED = 5
-
-
-def _listed(items: Sequence[object]) -> str:
-    shown = ", ".join(repr(i) for i in list(items)[:_LISTED])
-    return shown + (f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else "")
 
 
 def _labelled_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -35,17 +29,7 @@ def _labelled_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     Labels are stripped; their case is kept (:func:`read_unit_labels` callers compare them case-insensitively).
     """
     ids, rest = split_unit_ids(df.reset_index(drop=True), path)
-    named = [c for c in LABEL_COLUMNS if c in rest.columns]
-    if named:
-        column = named[0]
-    elif rest.shape[1] == 1:
-        column = rest.columns[0]
-    else:
-        raise UnitRefineError(
-            f"{path}: cannot tell which column holds the labels among {_listed(list(rest.columns))}. "
-            f"Name it one of {list(LABEL_COLUMNS)}."
-        )
-    labels = rest[column].fillna("").astype(str).str.strip()
+    labels = rest[label_column(rest, path)].fillna("").astype(str).str.strip()
     keep = ~labels.str.lower().isin(NOT_LABELLED).to_numpy()
     ids = phy_to_unit_ids(ids[keep], path)
     return pd.DataFrame({"unit_id": ids.to_numpy(), "label": labels[keep].to_numpy()})
@@ -68,8 +52,8 @@ def _from_file(path: Path, recordings: Sequence[str], opts: Options, only: str |
         unknown = sorted(set(out["recording"]) - set(recordings))
         if unknown:
             raise UnitRefineError(
-                f"{path}: its 'recording' column names {_listed(unknown)}, which {opts.data}= does not hold (its "
-                f"recordings: {_listed(list(recordings))}; a recording is named by its metrics file or analyzer "
+                f"{path}: its 'recording' column names {listed(unknown)}, which {opts.data}= does not hold (its "
+                f"recordings: {listed(list(recordings))}; a recording is named by its metrics file or analyzer "
                 "folder)."
             )
     else:
@@ -127,7 +111,7 @@ def read_unit_labels(path: Path, recordings: Sequence[str], opts: Options = Opti
             frames.append(_from_file(found[0], recordings, opts, only=rec))
     if not frames:
         raise UnitRefineError(
-            f"{path} holds no labels file for any recording of {opts.data}= ({_listed(list(recordings))}): name "
+            f"{path} holds no labels file for any recording of {opts.data}= ({listed(list(recordings))}): name "
             "them <recording>.csv, <recording>.tsv or <recording>/cluster_group.tsv."
         )
     return pd.concat(frames, ignore_index=True)
@@ -155,7 +139,7 @@ def check_known_units(predictions: pd.DataFrame, labelled: pd.DataFrame, opts: O
         units = labelled.iloc[strangers]
         units = units[units["recording"] == first["recording"]]["unit_id"].tolist()
         raise UnitRefineError(
-            f"{first['source']}: labels for units {_listed(units)} of recording '{first['recording']}' that are not in "
+            f"{first['source']}: labels for units {listed(units)} of recording '{first['recording']}' that are not in "
             f"{opts.data}= (are the labels and the {'metrics' if opts.data == 'data' else 'predictions'} from the same "
             "sorting?)."
         )

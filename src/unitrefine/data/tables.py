@@ -233,6 +233,26 @@ def to_numeric(df: pd.DataFrame, ids: pd.Series, path: Path) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index)
 
 
+def label_column(rest: pd.DataFrame, path: Path) -> str:
+    """The column of a labels table (unit ids split off) that holds the labels: one named in ``LABEL_COLUMNS``, or
+    the only column.
+
+    Raises
+    ------
+    UnitRefineError
+        Several columns, none of them named as a label column.
+    """
+    named = [c for c in LABEL_COLUMNS if c in rest.columns]
+    if named:
+        return named[0]
+    if rest.shape[1] == 1:
+        return rest.columns[0]
+    raise UnitRefineError(
+        f"{path}: cannot tell which column holds the labels among {listed(list(rest.columns))}. "
+        f"Name it one of {list(LABEL_COLUMNS)}."
+    )
+
+
 def read_labels(path: Path) -> pd.Series:
     """Read a Phy ``cluster_group.tsv`` or a CSV of unit id + label.
 
@@ -248,17 +268,7 @@ def read_labels(path: Path) -> pd.Series:
     """
     df = read_table(path, "labels")
     ids, rest = split_unit_ids(df, path)
-    named = [c for c in LABEL_COLUMNS if c in rest.columns]
-    if named:
-        label_col = named[0]
-    elif rest.shape[1] == 1:
-        label_col = rest.columns[0]
-    else:
-        raise UnitRefineError(
-            f"{path}: cannot tell which column holds the labels among {listed(list(rest.columns))}. "
-            f"Name it one of {list(LABEL_COLUMNS)}."
-        )
-    labels = rest[label_col].str.strip()
+    labels = rest[label_column(rest, path)].str.strip()
     return pd.Series(labels.to_numpy(), index=phy_to_unit_ids(ids, path).to_numpy(), name="label")
 
 
