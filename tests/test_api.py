@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 from spikeinterface.core import SortingAnalyzer, load_sorting_analyzer
 from spikeinterface.curation import load_model, model_based_label_units
 
@@ -75,9 +76,10 @@ def test_bad_api_arguments(tmp_path: Path, tiny_recordings, kwargs: dict, match:
         "overrides": ["tracking.enabled=false"],
         **kwargs,
     }
+    before = listing(tmp_path)
     with pytest.raises(UnitRefineError, match=match):
         train_model(**args)
-    assert not (tmp_path / "m").exists()
+    assert listing(tmp_path) == before  # no model folder, no tracking store
 
 
 def test_label_lists_must_align_with_metrics_rows(tmp_path: Path, tiny_recordings) -> None:
@@ -132,8 +134,13 @@ def test_train_model_on_analyzers_computes_missing_metrics_as_stored(tmp_path: P
         ext = analyzer.get_extension("quality_metrics")
         assert {"snr", "presence_ratio"} <= set(ext.get_computed_metric_names())
         assert ext.params["metric_params"]["presence_ratio"]["bin_duration_s"] == 10
-        assert analyzer.get_extension("template_metrics") is not None
-    assert result.run_id is not None and result.model_version is not None  # tracked and registered
+        template = analyzer.get_extension("template_metrics").get_data()
+        assert len(template) == analyzer.get_num_units() and template["peak_to_trough_duration"].notna().all()
+    # Tracked and registered: the run finished, and the version returned is the one registered from it.
+    client = MlflowClient(result.tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    registered = client.search_model_versions(f"run_id='{result.run_id}'")
+    assert [str(v.version) for v in registered] == [result.model_version]
     # SpikeInterface applies the model, refusing metrics computed with other parameters than the model's.
     model, _ = load_model(model_folder=tmp_path / "model", trusted=list(TRUSTED_TYPES))
     assert list(model.feature_names_in_) == info["features"]

@@ -140,10 +140,12 @@ TRAIN_CASES = [
     ("wrong-type-override", same, ["search.n_trials=many"], r"Invalid configuration at key 'search.n_trials'"),
     ("wrong-type-bool-override", same, ["search.resume=perhaps"],
      r"search\.resume must be one of: true, false, strict \(got 'perhaps'\)"),
-    ("unknown-config-key", same, ["+search.n_trails=5"], r"n_trails"),
+    ("unknown-config-key", same, ["+search.n_trails=5"],
+     r"Invalid configuration at key 'search\.n_trails': there is no such setting \(did you mean search\.n_trials\?\)"),
     ("unknown-classifier", same, ["+search_space.classifier.random_forrest={}"],
      r"'random_forrest' is not an allowed classifier"),
-    ("unknown-holdout-recording", same, ["cv.holdout_recordings=[rec9]"], r"rec9"),
+    ("unknown-holdout-recording", same, ["cv.holdout_recordings=[rec9]"],
+     r"cv\.holdout_recordings names \['rec9'\], which are not recordings of the dataset \['rec0', 'rec1', 'rec2'\]"),
     ("unsupported-storage", same, ["search.storage=mysql://u@127.0.0.1/db"],
      r"search.storage='mysql://u@127.0.0.1/db' is not supported.*postgresql://"),
     ("unreachable-postgresql", same, ["search.storage=postgresql://nobody@127.0.0.1:9/none"],
@@ -198,7 +200,8 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("model")
     result = train(make_config(root, make_recordings(root), ["search.n_trials=2", "tracking.enabled=false",
                                                               "output.folder=model"]))
-    assert result is not None
+    written = {p.name for p in result.model_folder.iterdir()}
+    assert {"best_model.skops", "model_info.json", "training_data.csv"} <= written
     return result.model_folder
 
 
@@ -259,7 +262,7 @@ PREDICT_CASES = [
     ("predict-input-missing-required-metric", "missing", r"lacks metrics \['snr'\] that model .* needs"),
     ("predict-metric-with-units", "units", r"metric column 'snr' is not numeric: unit \S+ has '4 uV'"),
     ("predict-two-skops-files", "two-skops", r"must hold exactly one .skops file"),
-    ("predict-data-absent", "no-data", r"does not exist"),
+    ("predict-data-absent", "no-data", r"The data \S+/input/absent\.csv does not exist"),
 ]
 
 
@@ -298,6 +301,8 @@ def test_bom_crlf_and_spaces_in_labels_and_metrics_load_as_if_absent(tmp_path: P
             lines = [sep.join(f" {c} " for c in line.split(sep)) for line in path.read_text().splitlines()]
             path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     messy = train(make_config(tmp_path / "messy", recs, ["search.n_trials=1", "tracking.enabled=false"]))
-    assert clean is not None and messy is not None
     info = [json.loads((r.model_folder / "model_info.json").read_text()) for r in (clean, messy)]
     assert info[0]["trained_on"] == info[1]["trained_on"]  # same units, classes and data fingerprint
+    # The very same table: unit ids, labels and metric values.
+    tables = [pd.read_csv(r.model_folder / "training_data.csv") for r in (clean, messy)]
+    pd.testing.assert_frame_equal(tables[1], tables[0])

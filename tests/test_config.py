@@ -72,17 +72,19 @@ def test_keys_other_tooling_relies_on_exist() -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["search.n_trials=abc"], r"search\.n_trials"),
-        (["+search.n_trails=5"], r"n_trails"),
+        (["search.n_trials=abc"], r"at key 'search\.n_trials': expected a whole number, got 'abc'"),
+        (["+search.n_trails=5"],
+         r"at key 'search\.n_trails': there is no such setting \(did you mean search\.n_trials\?\)"),
         (["search.n_trials=0"], r"search\.n_trials must be >= 1"),
-        (["cv.group_by=animal"], r"cv\.group_by"),
-        (["search.pruner=magic"], r"search\.pruner"),
-        (["cv.n_splits=1"], r"cv\.n_splits"),
+        (["cv.group_by=animal"], r"cv\.group_by must be one of: recording, subject, null \(got 'animal'\)"),
+        (["search.pruner=magic"], r"search\.pruner must be one of: median, hyperband, wilcoxon, none \(got 'magic'\)"),
+        (["cv.n_splits=1"], r"cv\.n_splits must be >= 2 \(got 1\)"),
         (["cv.estimate_max_refits=1"], r"cv\.estimate_max_refits must be >= 2"),
         (["cv.scoring=f1_macro"], r"cv\.scoring must be balanced_accuracy \(got 'f1_macro'\): the ensemble's choice"),
         (["+search.unit_limits.svm=5000"], r"search\.unit_limits\.svm: 'svm' is not a component"),
         (["search.unit_limits.svc=50"], r"search\.unit_limits\.svc must be null \(no limit\) or at least 100"),
-        (["search.unit_limits.svc=many"], r"search\.unit_limits"),
+        (["search.unit_limits.svc=many"],
+         r"at key 'search\.unit_limits\.svc': expected a whole number or null, got 'many'"),
         (["search.resume=stric"],
          r"search\.resume must be one of: true, false, strict \(got 'stric'; did you mean strict"),
         (["search.resume=1"], r"search\.resume must be one of: true, false, strict \(got '1'\)"),
@@ -104,7 +106,7 @@ def test_unit_limits_default_to_train_yaml_and_can_be_lifted() -> None:
     documented = yaml.safe_load((CONF_DIR / "train.yaml").read_text())["search"]["unit_limits"]
     assert validate_config(compose_config([])).search.unit_limits == documented
     assert default_unit_limits() == DEFAULT_UNIT_LIMITS == documented  # one source: conf/train.yaml
-    assert documented["svc"] is not None and documented["knn"] is not None
+    assert (documented["svc"], documented["knn"]) == (5000, 5000)  # the quadratic ones are limited by default
     lifted = validate_config(compose_config(["search.unit_limits.svc=null", "+search.unit_limits.xgboost=20000"]))
     assert lifted.search.unit_limits["svc"] is None and lifted.search.unit_limits["xgboost"] == 20000
 

@@ -47,8 +47,9 @@ def test_an_error_or_ctrl_c_while_writing_leaves_the_old_folder_as_it_was(tmp_pa
         fill_model(staging)
         raise error
 
-    with pytest.raises(type(error)):
+    with pytest.raises(type(error)) as excinfo:
         write_folder(folder, fail, overwrite=True, marker=MARKER)
+    assert excinfo.value is error  # the error itself, not another raised while cleaning up
     assert snapshot(tmp_path) == before  # old folder intact, staging folder removed
 
 
@@ -95,7 +96,11 @@ def test_a_folder_of_other_files_is_not_a_model_folder_and_is_refused_before_any
     with pytest.raises(UnitRefineError, match=message):
         write_folder(folder, called.append, overwrite=True, marker=MARKER)
     assert not called and snapshot(tmp_path) == before
-    check_output_folder(folder, overwrite=True)  # without a marker (folders unitrefine made) it may be replaced
+    # Without a marker (folders unitrefine itself made, such as generated recordings) it may be replaced, whole.
+    check_output_folder(folder, overwrite=True)
+    assert write_folder(folder, fill_model, overwrite=True) == folder
+    assert snapshot(tmp_path) == {"results": None, f"results/{MARKER}": b'{"new": true}',
+                                  "results/best_model.skops": b"new model"}
 
 
 def test_a_file_put_at_the_output_path_while_writing_is_kept_and_the_staging_folder_goes(tmp_path: Path) -> None:

@@ -23,9 +23,11 @@ def test_predict_on_an_analyzer_with_relative_paths(tmp_path: Path, synthetic_ba
                        "phy_folder=r4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Predicted 10 units of 1 recording(s)" in proc.stderr
-    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"unit_id": str})
     assert len(predictions) == 10 and set(predictions["recording"]) == {"analyzer"}  # the folder's name
-    assert (tmp_path / "r4" / "cluster_unitrefine_label.tsv").is_file()
+    phy = pd.read_csv(tmp_path / "r4" / "cluster_unitrefine_label.tsv", sep="\t", dtype={"cluster_id": str})
+    assert dict(zip(phy["cluster_id"], phy["unitrefine_label"])) == dict(zip(predictions["unit_id"],
+                                                                             predictions["predicted_label"]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r4"]  # Hydra wrote nothing into the cwd
 
 
@@ -33,14 +35,15 @@ def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(tmp_path: Path
     pd.DataFrame({"cluster_id": [1, 2], "snr": [5.0, 9.0]}).to_csv(tmp_path / "m.csv", index=False)
     model = f"model={synthetic_models['three_class']}"
     for args, message in (
-        ([model, "data=m.csv", "output=p.csv"], "m.csv lacks metrics ['num_spikes'"),
-        ([model, "data=nope.csv", "output=p.csv"], "nope.csv does not exist"),
+        ([model, "data=m.csv", "output=p.csv"], f"{tmp_path / 'm.csv'} lacks metrics ['num_spikes'"),
+        ([model, "data=nope.csv", "output=p.csv"],
+         f"data=nope.csv does not exist: looked in the working directory ({tmp_path / 'nope.csv'})"),
         (["data=m.csv", "output=p.csv"], "Set model=..."),
     ):
         proc = run_predict(*args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
-        assert message in proc.stderr and "Traceback" not in proc.stderr
-        assert not (tmp_path / "p.csv").exists()
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]  # nothing written (no p.csv, no Hydra outputs/)
 
 
 def test_review_budget_from_the_command_line(tmp_path: Path) -> None:
@@ -54,10 +57,11 @@ def test_review_budget_from_the_command_line(tmp_path: Path) -> None:
     assert pd.read_csv(tmp_path / "p.csv")["needs_review"].sum() == 5
     for value, message in (("150%", "review=150% is over 100 %"), ("-1", "review=-1 is negative"),
                            ("51", "review=51 asks for more units than data=new holds (50)"), ("lots", "not a number")):
+        before = {p: p.read_bytes() if p.is_file() else None for p in sorted(tmp_path.rglob("*"))}
         proc = run_predict("model=model", "data=new", "output=q.csv", f"review={value}", cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr
-        assert not (tmp_path / "q.csv").exists()
+        assert {p: p.read_bytes() if p.is_file() else None for p in sorted(tmp_path.rglob("*"))} == before
 
 
 def test_file_errors_exit_2_naming_the_file_and_change_nothing(tmp_path: Path) -> None:

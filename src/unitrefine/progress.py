@@ -11,9 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
-
-import optuna
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +81,15 @@ class Stages:
         log.info("Stage %s done in %.1f s.", name, self.seconds[name])
 
 
+class Scored(Protocol):
+    """A trial, as far as a progress bar shows it."""
+
+    number: int
+    value: float | None
+
+
 class TrialProgress:
-    """A progress bar over trials showing the best score so far (an Optuna callback)."""
+    """A progress bar over trials showing the best score so far (a callback of the search's workers)."""
 
     def __init__(self, total: int, done: int) -> None:
         self.bar = bar(total, "trials", "trial", initial=done)
@@ -92,14 +97,12 @@ class TrialProgress:
         self._ticking = ticking(self.bar)  # a trial can take longer than a few seconds: keep its clock moving
         self._ticking.__enter__()
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Advance the bar by one finished trial."""
+    def __call__(self, trial: Scored, best: Scored | None) -> None:
+        """Advance the bar by one finished ``trial``; show the ``best`` trial so far (None: none completed)."""
         with self._lock:
             self.bar.update(1)
-            try:
-                self.bar.set_postfix(best=f"{study.best_value:.4f}", trial=study.best_trial.number)
-            except ValueError:  # no completed trial yet
-                pass
+            if best is not None and best.value is not None:
+                self.bar.set_postfix(best=f"{best.value:.4f}", trial=best.number)
 
     def close(self) -> None:
         """Close the bar."""

@@ -80,6 +80,9 @@ def _on_dataset(cfg: TrainConfig, folder: Path, which: str) -> tuple[np.ndarray,
     assert cfg.registry.evaluation_dataset is not None
     table = load_dataset(cfg.registry.evaluation_dataset, cfg.task, cfg.root_dir)
     model, info = load_model_folder(folder)
+    if not info.get("features"):
+        raise UnitRefineError(f"The {which} model's model_info.json ({folder}) lists no features: it was not written "
+                              "by unitrefine.train. Register a model folder that unitrefine.train exported.")
     missing = [f for f in info["features"] if f not in table.X.columns]
     if missing:
         raise UnitRefineError(f"registry.evaluation_dataset lacks metrics {missing} that the {which} model needs.")

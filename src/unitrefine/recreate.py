@@ -36,12 +36,10 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="recreate")
 def _hydra_main(cfg: DictConfig) -> None:
     """Validate the options, re-create and compare; exit 0 (identical), 3 (differs), 4 (data changed) or 2."""
-    import optuna
-
     from unitrefine.run.recreation import parse_recreate_config, recreate
+    from unitrefine.search.study import quiet_optuna
 
-    # The progress bar and our log report each trial (as in unitrefine.train).
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    quiet_optuna()
     with command_exits("Interrupted: nothing recorded was changed."):
         options = parse_recreate_config(cfg)
         report = recreate(options.source, options.output, tracking_uri=options.tracking_uri,

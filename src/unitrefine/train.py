@@ -36,12 +36,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     with command_exits():
         train_cfg = validate_config(cfg, origin)  # before the heavy imports: a bad value fails in a second
 
-    import optuna
-
     from unitrefine.run.training import train
+    from unitrefine.search.study import quiet_optuna
 
-    # The progress bar, our log and MLflow report each trial (Optuna would add a traceback for a Ctrl-C).
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    quiet_optuna()
 
     # A scheduler's SIGTERM (e.g. a cluster job's time limit) stops the search like Ctrl-C: running trials are
     # marked for retry and the study can be resumed.

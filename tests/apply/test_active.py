@@ -243,25 +243,44 @@ def _error(**options: Any) -> str:
     return str(excinfo.value)
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (folders as b"<dir>") with its content."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
+def _refused(root: Path, **options: Any) -> str:
+    """The message suggest refuses ``options`` with; every file under ``root`` must be left as it was."""
+    before = snapshot(root)
+    message = _error(**options)
+    assert snapshot(root) == before
+    return message
+
+
 def test_bad_labels_are_clear_errors_and_write_nothing(tmp_path: Path, tiny_model: Path, unlabelled: Path) -> None:
     out = tmp_path / "s.csv"
     common = {"model": tiny_model, "data": unlabelled, "output": out}
     pd.DataFrame({"cluster_id": [1, 3], "group": ["good", "mua"]}).to_csv(tmp_path / "one.tsv", sep="\t", index=False)
-    assert "has no 'recording' column, but data= holds 2 recordings" in _error(**common, labels=tmp_path / "one.tsv")
+    message = _refused(tmp_path, **common, labels=tmp_path / "one.tsv")
+    assert message.startswith(f"{tmp_path / 'one.tsv'} has no 'recording' column, but data= holds 2 recordings")
     pd.DataFrame({"recording": ["recA", "recZ"], "unit_id": [1, 3], "label": ["good", "mua"]}).to_csv(
         tmp_path / "z.csv", index=False)
-    assert "names 'recZ', which data= does not hold" in _error(**common, labels=tmp_path / "z.csv")
+    message = _refused(tmp_path, **common, labels=tmp_path / "z.csv")
+    assert message.startswith(f"{tmp_path / 'z.csv'}: its 'recording' column names 'recZ', which data= does not hold")
     pd.DataFrame({"recording": ["recA", "recA"], "unit_id": [1, 999], "label": ["good", "mua"]}).to_csv(
         tmp_path / "far.csv", index=False)
-    message = _error(**common, labels=tmp_path / "far.csv")
-    assert "far.csv: labels for units '999' of recording 'recA' that are not in data=" in message
-    assert "do not exist" in _error(**common, labels=tmp_path / "nope")
+    message = _refused(tmp_path, **common, labels=tmp_path / "far.csv")
+    assert message.startswith(f"{tmp_path / 'far.csv'}: labels for units '999' of recording 'recA' that are not in "
+                              "data=")
+    message = _refused(tmp_path, **common, labels=tmp_path / "nope")
+    assert message == f"The labels {tmp_path / 'nope'} (labels=) do not exist."
     (tmp_path / "empty_folder").mkdir()
-    assert "holds no labels file for any recording" in _error(**common, labels=tmp_path / "empty_folder")
+    message = _refused(tmp_path, **common, labels=tmp_path / "empty_folder")
+    assert message.startswith(f"{tmp_path / 'empty_folder'} holds no labels file for any recording of data= "
+                              "('recA', 'recB')")
     ab = pd.DataFrame({"recording": "recA", "cluster_id": [1], "a": ["x"], "b": ["y"]})
     ab.to_csv(tmp_path / "ab.csv", index=False)
-    assert "cannot tell which column holds the labels" in _error(**common, labels=tmp_path / "ab.csv")
-    assert not out.exists()
+    message = _refused(tmp_path, **common, labels=tmp_path / "ab.csv")
+    assert message.startswith(f"{tmp_path / 'ab.csv'}: cannot tell which column holds the labels among 'a', 'b'")
 
 
 def test_a_single_recording_takes_a_plain_labels_file_and_everything_labelled_is_an_error(
@@ -274,9 +293,10 @@ def test_a_single_recording_takes_a_plain_labels_file_and_everything_labelled_is
     result = run(model=tiny_model, data=unlabelled / "recB.csv", output=tmp_path / "s.csv", labels=tmp_path)
     assert result.suggestions["unit_id"].tolist() == [str(ids.iloc[-1])]
     pd.DataFrame({"cluster_id": ids, "group": "good"}).to_csv(tmp_path / "cluster_group.tsv", sep="\t", index=False)
-    assert "already labelled" in _error(model=tiny_model, data=unlabelled / "recB.csv", output=tmp_path / "t.csv",
-                                        labels=tmp_path / "cluster_group.tsv")
-    assert not (tmp_path / "t.csv").exists()
+    message = _refused(tmp_path, model=tiny_model, data=unlabelled / "recB.csv", output=tmp_path / "t.csv",
+                       labels=tmp_path / "cluster_group.tsv")
+    assert message == (f"Every unit of {unlabelled / 'recB.csv'} is already labelled ({tmp_path / 'cluster_group.tsv'})"
+                       ": nothing to suggest.")
 
 
 @pytest.mark.parametrize(
@@ -300,11 +320,13 @@ def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
 def test_bad_data_and_models_are_the_prediction_paths_errors(tmp_path: Path, tiny_model: Path,
                                                              unlabelled: Path) -> None:
     out = tmp_path / "s.csv"
-    assert "does not exist" in _error(model=tiny_model, data=tmp_path / "nope.csv", output=out)
-    assert "Model folder" in _error(model=tmp_path / "no_model", data=unlabelled, output=out)
+    message = _refused(tmp_path, model=tiny_model, data=tmp_path / "nope.csv", output=out)
+    assert message.startswith(f"The data {tmp_path / 'nope.csv'} does not exist.")
+    message = _refused(tmp_path, model=tmp_path / "no_model", data=unlabelled, output=out)
+    assert message == f"Model folder {tmp_path / 'no_model'} does not exist."
     _metrics(str(unlabelled / "recA.csv")).drop(columns=["snr"]).to_csv(tmp_path / "lacks.csv", index=False)
-    assert "lacks metrics ['snr']" in _error(model=tiny_model, data=tmp_path / "lacks.csv", output=out)
-    assert not out.exists()
+    message = _refused(tmp_path, model=tiny_model, data=tmp_path / "lacks.csv", output=out)
+    assert f"{tmp_path / 'lacks.csv'} lacks metrics ['snr']" in message
 
 
 def test_suggest_on_an_analyzer_reads_only_and_computes_what_the_model_needs(

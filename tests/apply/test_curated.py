@@ -114,10 +114,9 @@ def test_a_single_recordings_phy_folder_and_a_custom_mapping(tmp_path: Path, mod
                                   "output": str(tmp_path / "p.csv")}))
     ids = pd.read_csv(tmp_path / "p.csv", dtype={"unit_id": str})["unit_id"].tolist()
     phy = phy_review(tmp_path / "phy", ids[:2], ["single", "noise"], ids)
-    with pytest.raises(UnitRefineError) as excinfo:
-        run(predictions=tmp_path / "p.csv", review=phy, output=tmp_path / "final.csv")
-    assert "labels 'single' (units '1')" in str(excinfo.value) and "mapping={<label>:<class>}" in str(excinfo.value)
-    assert not (tmp_path / "final.csv").exists()
+    message = _refused(tmp_path, predictions=tmp_path / "p.csv", review=phy, output=tmp_path / "final.csv")
+    assert message == (f"{phy / 'cluster_group.tsv'} (review=): labels 'single' (units '1') are not classes of the "
+                       "predictions ['other', 'good']. Fix them, or say what they are with mapping={<label>:<class>}.")
     result = run(predictions=tmp_path / "p.csv", review=phy, output=tmp_path / "final.csv", mapping={"single": "good"})
     assert result.labels["label"].tolist()[:2] == ["good", "other"]
     assert result.summary.n_queued is None and "queued" not in result.summary.text()  # predicted without review=
@@ -129,6 +128,14 @@ def _error(**options: Any) -> str:
     return str(excinfo.value)
 
 
+def _refused(root: Path, **options: Any) -> str:
+    """The message merge_review refuses ``options`` with; every file under ``root`` must be left as it was."""
+    before = snapshot(root)
+    message = _error(**options)
+    assert snapshot(root) == before
+    return message
+
+
 def test_bad_reviews_are_clear_errors_and_write_nothing(tmp_path: Path, predicted) -> None:
     path, preds = predicted
     out = tmp_path / "final.csv"
@@ -136,27 +143,29 @@ def test_bad_reviews_are_clear_errors_and_write_nothing(tmp_path: Path, predicte
     # Units the predictions do not have: named, first few.
     pd.DataFrame({"recording": "recA", "cluster_id": [recA[0], "999", "1001"], "group": "good"}).to_csv(
         tmp_path / "strangers.csv", index=False)
-    message = _error(predictions=path, review=tmp_path / "strangers.csv", output=out)
-    assert "strangers.csv: labels for units '999', '1001' of recording 'recA' that are not in predictions=" in message
+    message = _refused(tmp_path, predictions=path, review=tmp_path / "strangers.csv", output=out)
+    assert message.startswith(f"{tmp_path / 'strangers.csv'}: labels for units '999', '1001' of recording 'recA' that "
+                              "are not in predictions=")
     # A review file without a recording column, for predictions of two recordings.
     pd.DataFrame({"cluster_id": recA[:2], "group": "good"}).to_csv(tmp_path / "plain.tsv", sep="\t", index=False)
-    message = _error(predictions=path, review=tmp_path / "plain.tsv", output=out)
-    assert "has no 'recording' column, but predictions= holds 2 recordings" in message and "review= a folder" in message
+    message = _refused(tmp_path, predictions=path, review=tmp_path / "plain.tsv", output=out)
+    assert f"{tmp_path / 'plain.tsv'} has no 'recording' column, but predictions= holds 2 recordings" in message
+    assert "review= a folder" in message
     # Labels that are no class of the model.
     pd.DataFrame({"recording": "recB", "unit_id": [preds["unit_id"].iloc[-1]], "group": ["maybe"]}).to_csv(
         tmp_path / "odd.csv", index=False)
-    message = _error(predictions=path, review=tmp_path / "odd.csv", output=out)
-    assert "odd.csv (review=): labels 'maybe'" in message and "['other', 'good']" in message
+    message = _refused(tmp_path, predictions=path, review=tmp_path / "odd.csv", output=out)
+    assert f"{tmp_path / 'odd.csv'} (review=): labels 'maybe'" in message and "['other', 'good']" in message
     # Missing columns, missing files.
     preds.drop(columns="predicted_label").to_csv(tmp_path / "cut.csv", index=False)
-    message = _error(predictions=tmp_path / "cut.csv", review=tmp_path / "odd.csv", output=out)
-    assert "cut.csv (predictions=) lacks the columns ['predicted_label']" in message
-    assert "(review=) do not exist" in _error(predictions=path, review=tmp_path / "nope", output=out)
+    message = _refused(tmp_path, predictions=tmp_path / "cut.csv", review=tmp_path / "odd.csv", output=out)
+    assert f"{tmp_path / 'cut.csv'} (predictions=) lacks the columns ['predicted_label']" in message
+    message = _refused(tmp_path, predictions=path, review=tmp_path / "nope", output=out)
+    assert message == f"The labels {tmp_path / 'nope'} (review=) do not exist."
     pd.DataFrame({"recording": "recA", "cluster_id": [recA[0]], "a": ["x"], "b": ["y"]}).to_csv(tmp_path / "ab.csv",
                                                                                                  index=False)
-    message = _error(predictions=path, review=tmp_path / "ab.csv", output=out)
-    assert "ab.csv: cannot tell which column holds the labels" in message
-    assert not out.exists()
+    message = _refused(tmp_path, predictions=path, review=tmp_path / "ab.csv", output=out)
+    assert message.startswith(f"{tmp_path / 'ab.csv'}: cannot tell which column holds the labels among 'a', 'b'")
 
 
 def test_inputs_are_never_overwritten(tmp_path: Path, predicted) -> None:
@@ -200,7 +209,11 @@ def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path: Pat
         assert message in _error(**{"predictions": "predictions.csv", "review": "labels.csv", **options})
         assert snapshot(tmp_path) == before
     result = run(predictions="predictions.csv", review="labels.csv", output="merged/final.csv")
-    assert result.output == tmp_path / "merged" / "final.csv" and result.output.is_file()
+    assert result.output == tmp_path / "merged" / "final.csv"
+    merged = pd.read_csv(result.output, dtype={"unit_id": str})
+    assert merged[["recording", "unit_id"]].values.tolist() == preds[["recording", "unit_id"]].values.tolist()
+    assert merged["label_source"].tolist() == ["curator"] + ["model"] * (len(preds) - 1)
+    assert merged["label"].iloc[0] == "good"
 
 
 @pytest.mark.parametrize(
@@ -220,6 +233,7 @@ def test_the_phy_group_mappings_are_the_tasks(tmp_path: Path) -> None:
     """:data:`PHY_GROUPS` says what conf/task/*.yaml say (the cascade: noise from the first stage, the rest from
     the second)."""
     tasks = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF_DIR / "task").glob("*.yaml")}
+    assert set(tasks) == {"three_class", "sua_vs_all", "noise_vs_neural", "sua_vs_mua"}
     for task in tasks.values():
         expected = {k: v for k, v in task["mapping"].items() if v is not None and k != v}
         assert PHY_GROUPS[frozenset(task["classes"])] == expected

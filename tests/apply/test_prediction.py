@@ -52,7 +52,10 @@ def test_analyzer_predictions_match_spikeinterface_with_enforced_metric_params(
     phy = pd.read_csv(folder / "cluster_unitrefine_label.tsv", sep="\t", dtype={"cluster_id": str})
     assert list(phy.columns) == ["cluster_id", "unitrefine_label"]
     assert dict(zip(phy["cluster_id"], phy["unitrefine_label"])) == dict(zip(ours["unit_id"], ours["predicted_label"]))
-    assert (folder / "cluster_unitrefine_probability.tsv").is_file()
+    probability = pd.read_csv(folder / "cluster_unitrefine_probability.tsv", sep="\t", dtype={"cluster_id": str})
+    assert list(probability.columns) == ["cluster_id", "unitrefine_probability"]
+    assert probability["cluster_id"].tolist() == ours["unit_id"].tolist()
+    np.testing.assert_allclose(probability["unitrefine_probability"], ours["confidence"], atol=5e-5)  # 4 decimals
 
 
 def test_metrics_computed_with_other_parameters_warn_or_fail_when_strict(
@@ -63,13 +66,17 @@ def test_metrics_computed_with_other_parameters_warn_or_fail_when_strict(
     analyzer.compute("quality_metrics", metric_names=["presence_ratio"],
                      metric_params={"presence_ratio": {"bin_duration_s": 30}})
     model = synthetic_models["three_class"]
+    before = snapshot(tmp_path)
     with pytest.raises(UnitRefineError, match=r"other parameters than model .*presence_ratio.*strict=true"):
         run(model=model, data=folder / "analyzer", output=tmp_path / "pred.csv", strict=True)
-    assert not (tmp_path / "pred.csv").exists()
+    assert snapshot(tmp_path) == before, "the refusal comes before anything is computed or written"
+    stored = load_sorting_analyzer(folder / "analyzer").get_extension("quality_metrics").params["metric_params"]
+    assert stored["presence_ratio"]["bin_duration_s"] == 30
     with caplog.at_level(logging.WARNING):
         run(model=model, data=folder / "analyzer", output=tmp_path / "pred.csv")
     assert "presence_ratio" in caplog.text and '"bin_duration_s": 30' in caplog.text
-    with pytest.raises(Exception, match="presence_ratio"):  # SpikeInterface's own check agrees
+    # SpikeInterface's own check agrees (it raises a bare Exception).
+    with pytest.raises(Exception, match="quality_metric params for presence_ratio do not match those used to train"):
         model_based_label_units(load_sorting_analyzer(folder / "analyzer"), model_folder=model,
                                 trusted=list(TRUSTED_TYPES), enforce_metric_params=True)
 
@@ -107,17 +114,18 @@ def test_missing_required_metrics_are_listed_with_how_to_compute_them(tmp_path: 
     run(model=model, data=folder / "analyzer", output=tmp_path / "full.csv", set_properties=False)
     metrics = _analyzer_metrics_csv(folder, tmp_path / "m.csv").drop(columns=["snr", "peak_to_trough_duration"])
     metrics.to_csv(tmp_path / "m.csv", index_label="cluster_id")
-    with pytest.raises(UnitRefineError) as excinfo:
-        run(model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv")
-    message = str(excinfo.value)
-    assert "lacks metrics ['snr', 'peak_to_trough_duration']" in message
+    message = _refused(tmp_path, model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv")
+    assert f"{tmp_path / 'm.csv'} lacks metrics ['snr', 'peak_to_trough_duration']" in message
     assert "analyzer.compute('quality_metrics', metric_names=['snr'])" in message
     assert "analyzer.compute('template_metrics', metric_names=['peak_to_trough_duration'])" in message
     assert "impute_missing=[snr,peak_to_trough_duration]" in message
-    assert not (tmp_path / "pred.csv").exists()
     run(model=model, data=tmp_path / "m.csv", output=tmp_path / "pred.csv",
         impute_missing=["snr", "peak_to_trough_duration"])
-    assert len(read(tmp_path / "pred.csv")) == len(read(tmp_path / "full.csv"))
+    imputed, full = read(tmp_path / "pred.csv"), read(tmp_path / "full.csv")
+    assert imputed["unit_id"].tolist() == full["unit_id"].tolist()
+    probabilities = imputed[["probability_good", "probability_mua", "probability_noise"]]
+    assert probabilities.notna().all().all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
 
 
 def test_a_model_folder_from_spikeinterface_train_model_gives_identical_predictions(tmp_path: Path,
@@ -185,11 +193,9 @@ def test_models_with_unreviewed_types_are_refused_unless_trusted_explicitly(tmp_
                                             "label_conversion": {"0": "other", "1": "good"}})
     X.to_csv(tmp_path / "m.csv", index_label="unit_id")
     untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
-    assert untrusted
-    with pytest.raises(UnitRefineError) as excinfo:
-        run(model=folder, data=tmp_path / "m.csv", output=tmp_path / "pred.csv")
-    assert all(t in str(excinfo.value) for t in untrusted) and "trust=[" in str(excinfo.value)
-    assert not (tmp_path / "pred.csv").exists()
+    assert untrusted == ["sklearn.neighbors._ball_tree.BallTree"]
+    message = _refused(tmp_path, model=folder, data=tmp_path / "m.csv", output=tmp_path / "pred.csv")
+    assert "sklearn.neighbors._ball_tree.BallTree" in message and "trust=[" in message
     run(model=folder, data=tmp_path / "m.csv", output=tmp_path / "pred.csv", trust=untrusted)
     assert read(tmp_path / "pred.csv")["predicted_label"].tolist() == ["good" if v else "other" for v in y]
 
@@ -219,14 +225,15 @@ def test_outputs_and_inputs_are_checked_before_any_work(tmp_path: Path, tiny_rec
         run(model=model, data=data, output=tmp_path / "pred.csv")
     assert (tmp_path / "pred.csv").read_text() == "keep me"
     (tmp_path / "empty").mkdir()
-    for bad, message in ((tmp_path / "nope.csv", "does not exist"), (tmp_path / "empty", "holds no metrics tables")):
-        with pytest.raises(UnitRefineError, match=message):
-            run(model=model, data=bad, output=tmp_path / "out.csv")
-    with pytest.raises(UnitRefineError, match="Model folder .* does not exist"):
-        run(model=tmp_path / "no_model", data=data, output=tmp_path / "out.csv")
-    with pytest.raises(UnitRefineError, match="The Phy folder .* does not exist"):
-        run(model=model, data=data, output=tmp_path / "out.csv", phy_folder=tmp_path / "no_phy")
-    assert not (tmp_path / "out.csv").exists()
+    out = tmp_path / "out.csv"
+    message = _refused(tmp_path, model=model, data=tmp_path / "nope.csv", output=out)
+    assert message.startswith(f"The data {tmp_path / 'nope.csv'} does not exist.")
+    message = _refused(tmp_path, model=model, data=tmp_path / "empty", output=out)
+    assert str(tmp_path / "empty") in message and "holds no metrics tables" in message
+    message = _refused(tmp_path, model=tmp_path / "no_model", data=data, output=out)
+    assert message == f"Model folder {tmp_path / 'no_model'} does not exist."
+    message = _refused(tmp_path, model=model, data=data, output=out, phy_folder=tmp_path / "no_phy")
+    assert message == f"The Phy folder {tmp_path / 'no_phy'} does not exist (phy_folder)."
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,11 @@ def data(tmp_path: Path) -> Path:
     return write_unlabelled(tmp_path / "new", {"recA": (30, 11), "recB": (20, 12)})
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (folders as b"<dir>") with its content."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
 def margin(table: pd.DataFrame, classes: list[str]) -> np.ndarray:
     p = np.sort(table[[f"probability_{c}" for c in classes]].to_numpy(), axis=1)
     return 1 - (p[:, -1] - p[:, -2])
@@ -92,9 +97,10 @@ def test_phy_review_column_lists_the_budgets_units_by_rank(tmp_path: Path, model
     assert review["unitrefine_review"].tolist() == [1, 2, 3, 4]
     assert not [p.name for p in phy.iterdir() if ".partial" in p.name]
     # With review= an existing review file needs overwrite=true; without review= it is neither written nor checked.
-    with pytest.raises(UnitRefineError, match="cluster_unitrefine_review.tsv already exist"):
+    before = snapshot(tmp_path)
+    with pytest.raises(UnitRefineError, match=f"{phy / 'cluster_unitrefine_review.tsv'}.* already exist"):
         run(model=models["three_class"], data=data / "recA.csv", output=tmp_path / "q.csv", phy_folder=phy, review=4)
-    assert not (tmp_path / "q.csv").exists()
+    assert snapshot(tmp_path) == before  # no q.csv, the Phy files as they were
     other = tmp_path / "phy2"
     other.mkdir()
     plain = run(model=models["three_class"], data=data / "recA.csv", output=tmp_path / "r.csv", phy_folder=other)
@@ -120,16 +126,18 @@ def test_review_properties_on_an_analyzer(tmp_path: Path, synthetic_bank: Path, 
 )
 def test_bad_budgets_fail_before_any_work_and_write_nothing(tmp_path: Path, models, data: Path, review: Any,
                                                             message: str) -> None:
+    before = snapshot(tmp_path)
     with pytest.raises(UnitRefineError) as excinfo:
         run(model=models["three_class"], data=data, output=tmp_path / "p.csv", review=review)
     assert message in str(excinfo.value)
-    assert not (tmp_path / "p.csv").exists()
+    assert snapshot(tmp_path) == before
 
 
 def test_a_count_larger_than_an_analyzer_fails_before_its_metrics_are_computed(tmp_path: Path, synthetic_bank: Path,
                                                                              models) -> None:
     folder = copy_recordings(synthetic_bank, tmp_path, [5])[0]
+    before = snapshot(tmp_path)
     with pytest.raises(UnitRefineError, match=r"review=11 asks for more units than data=.* holds \(10\)"):
         run(model=models["three_class"], data=folder / "analyzer", output=tmp_path / "p.csv", review=11)
-    assert not (tmp_path / "p.csv").exists()
+    assert snapshot(tmp_path) == before  # no predictions, the analyzer as it was
     assert not load_sorting_analyzer(folder / "analyzer").has_extension("quality_metrics")  # nothing computed or saved

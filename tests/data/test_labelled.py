@@ -25,7 +25,9 @@ def test_layouts_and_what_counts_as_a_label(tmp_path: Path) -> None:
                                                                            sep="\t", index=False)
     got = read_labelled(folder, ["recA", "recB", "recC"])
     assert keys(got) == {("recA", "1"), ("recA", "4"), ("recB", "7")}  # unsorted and empty are not labels
-    assert set(got["source"]) == {str(folder / "recA.csv"), str(folder / "recB" / "cluster_group.tsv")}
+    assert dict(zip(zip(got["recording"], got["unit_id"]), got["source"])) == {
+        ("recA", "1"): str(folder / "recA.csv"), ("recA", "4"): str(folder / "recA.csv"),
+        ("recB", "7"): str(folder / "recB" / "cluster_group.tsv")}
     # One file with a recording column.
     pd.DataFrame({"recording": ["recA", "recB"], "cluster_id": [1, 7], "quality": ["good", "noise"]}).to_csv(
         tmp_path / "all.csv", index=False)

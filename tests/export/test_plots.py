@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -31,19 +30,3 @@ def backend_after_import(setup: str, mplbackend: str | None) -> str:
 )
 def test_importing_plots_keeps_the_backend_a_process_chose(setup: str, mplbackend: str | None, expected: str) -> None:
     assert backend_after_import(setup, mplbackend) == expected
-
-
-def test_optuna_figures_leave_the_global_style_alone(tmp_path: Path) -> None:
-    """Optuna's matplotlib plots switch to the ggplot style; a user's later figures must not change with it."""
-    import matplotlib
-    import optuna
-
-    from unitrefine.export.plots import optimization_history, param_importances
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 3), n_trials=5)
-    before = dict(matplotlib.rcParams)
-    assert optimization_history(study, tmp_path / "history.png").is_file()
-    assert param_importances(study, tmp_path / "importance.png") is not None
-    assert dict(matplotlib.rcParams) == before

@@ -133,8 +133,7 @@ def test_a_cascade_unit_is_as_doubtful_as_its_most_doubtful_stage() -> None:
 def test_review_budgets(value: object, budget: ReviewBudget | None, n_of_40: int | None) -> None:
     got = parse_review_budget(value)
     assert got == budget
-    if got is not None:
-        assert got.n_units(40) == n_of_40
+    assert (None if got is None else got.n_units(40)) == n_of_40
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,7 @@ def _check_interrupted(proc_returncode: int, stderr: str, tmp_path: Path) -> Non
         "import unitrefine.run.stages as s\ndef estimate(*a, **k): raise KeyboardInterrupt\ns.estimate = estimate",
         # Mid-write: the model is in the staging folder, the figures are not.
         "import unitrefine.export.report as r\ndef history(*a, **k): raise KeyboardInterrupt\n"
-        "r.plots.optimization_history = history",
+        "r.optimization_history = history",
         "import unitrefine.tracking.tracker as t\ndef gate(*a, **k): raise KeyboardInterrupt\nt.Tracker.gate = gate",
     ],
     ids=["choose", "estimate", "write", "track"],

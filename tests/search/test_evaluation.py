@@ -51,7 +51,10 @@ def test_holdout_recordings_are_outside_every_fold() -> None:
     assignment = plan.assignment(t)
     assert set(assignment.loc[assignment["split"] == "holdout", "recording"]) == held
     assert (assignment.loc[assignment["split"] == "holdout", "fold"] == -1).all()
-    assert (assignment.loc[assignment["split"] == "train", "fold"] >= 0).all()
+    # Every training unit is in the fold that validates it: fold k holds as many units as plan.folds[k] validates.
+    folds = assignment.loc[assignment["split"] == "train", "fold"]
+    assert folds.value_counts().sort_index().to_dict() == {k: len(valid) for k, (_, valid) in enumerate(plan.folds)}
+    assert len(folds) == len(plan.train_index)
 
 
 def test_random_holdout_is_seeded_and_keeps_every_class() -> None:
@@ -76,8 +79,10 @@ def test_too_few_groups_falls_back_to_unit_folds_with_a_warning(caplog: pytest.L
 @pytest.mark.parametrize(
     ("cv", "match"),
     [
-        (CVConfig(n_splits=5, holdout_recordings=["nope"]), "nope"),
-        (CVConfig(n_splits=5, n_holdout_recordings=8), "leaves no recording"),
+        (CVConfig(n_splits=5, holdout_recordings=["nope"]),
+         r"^cv\.holdout_recordings names \['nope'\], which are not recordings of the dataset \['rec0', 'rec1'"),
+        (CVConfig(n_splits=5, n_holdout_recordings=8),
+         r"^cv\.n_holdout_recordings=8 leaves no recording to train on \(8 recordings\)\. Lower it\.$"),
     ],
 )
 def test_bad_holdout_settings(cv: CVConfig, match: str) -> None:
@@ -103,5 +108,9 @@ def test_holdout_report_matches_sklearn_and_counts() -> None:
     assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
     expected = balanced_accuracy_score(y[:100], pred[:100])
     assert report["per_recording"]["a"]["balanced_accuracy"] == pytest.approx(expected)
-    assert np.array(report["confusion_matrix"]).sum() == 200
+    counted = [[int(((y == i) & (pred == j)).sum()) for j in range(3)] for i in range(3)]  # rows: true class
+    assert report["confusion_matrix"] == counted
     assert report["per_class"]["mua"]["support"] == int((y == 1).sum())
+    assert report["per_class"]["mua"]["recall"] == pytest.approx(counted[1][1] / sum(counted[1]))
+    assert report["per_class"]["mua"]["precision"] == pytest.approx(counted[1][1] / sum(row[1] for row in counted))
+    assert report["per_recording"]["b"]["n_units"] == 100

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -17,15 +19,15 @@ from optuna.trial import TrialState, create_trial
 from unitrefine.config import TrainConfig
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.report import spec_params
-from unitrefine.run.session import StudyPlace, join_study
 from unitrefine.run.training import train
-from unitrefine.run.workers import Worker
 from unitrefine.search.budget import MAX_DUPLICATES_IN_A_ROW, budget, retry, retry_history
 from unitrefine.search.resume import check_identity, choose_study
 from unitrefine.search.search_space import SearchSpace, parse_search_space
+from unitrefine.search.session import StudyPlace, join_study
 from unitrefine.search.storage import default_storage
 from unitrefine.search.study import IDENTITY
 from unitrefine.search.trial_attrs import DUPLICATE_ATTR, WARM_START_ATTR
+from unitrefine.search.workers import Worker
 from unitrefine.tracking.tracker import NullTracker, default_tracking_uri
 
 BASE = ["search.n_jobs=1", "cv.n_splits=3", "search.enqueue_defaults=false", "search.pruner=none"]
@@ -286,8 +288,8 @@ def test_a_trial_stopped_while_its_parameters_were_drawn_is_retried(tmp_path: Pa
         distributions={slot: CategoricalDistribution(list(space.slots[slot])) for slot in choices},
     ))
 
-    def params_of(t: optuna.trial.FrozenTrial) -> dict:  # as training logs them: needs every parameter
-        return spec_params(space.spec_from_params(t.params))
+    def params_of(params: Mapping[str, Any]) -> dict:  # as training logs them: needs every parameter
+        return spec_params(space.spec_from_params(params))
 
     assert Worker(session, _Drawn(space), 2, 2, 3, None, 0.1, params_of).run() is not None
     trials = session.study.get_trials()

@@ -196,93 +196,98 @@ def _delete(slot: str) -> Callable[[dict[str, Any]], None]:
 
 BAD_SPACES = [
     # (id, mutation, key path the message must name, other words it must name)
-    ("unknown_slot", _set("classifer", {"random_forest": {}}), "search_space", ["classifer"]),
+    ("unknown_slot", _set("classifer", {"random_forest": {}}), "search_space", ["unknown slots ['classifer']"]),
     (
         "unknown_component",
         _rename("classifier", "random_forest", "random_forrest"),
         "search_space.classifier.random_forrest",
-        ["random_forest"],
+        ["'random_forrest' is not an allowed classifier", "random_forest"],
     ),
-    ("unknown_imputer", _rename("imputer", "knn", "knn_imputer"), "search_space.imputer.knn_imputer", []),
+    ("unknown_imputer", _rename("imputer", "knn", "knn_imputer"), "search_space.imputer.knn_imputer",
+     ["'knn_imputer' is not an allowed imputer"]),
     (
         "unknown_hyperparameter",
         _rename_param("classifier", "random_forest", "max_depth", "max_dept"),
         "search_space.classifier.random_forest",
-        ["max_dept"],
+        ["unknown parameters ['max_dept']"],
     ),
-    ("param_on_none", _set("scaler.none", {"with_mean": True}), "search_space.scaler.none", ["with_mean"]),
+    ("param_on_none", _set("scaler.none", {"with_mean": True}), "search_space.scaler.none",
+     ["unknown parameters ['with_mean']"]),
     (
         "seed_is_not_searchable",
         _set("classifier.random_forest.random_state", 3),
         "search_space.classifier.random_forest",
-        ["random_state"],
+        ["unknown parameters ['random_state']"],
     ),
     (
         "low_above_high",
         _set("classifier.logistic_regression.C", {"low": 100.0, "high": 1.0e-3, "log": True}),
         "search_space.classifier.logistic_regression.C",
-        [],
+        ["low (100.0) must be below high (0.001)"],
     ),
     (
         "low_equals_high",
         _set("imputer.knn.n_neighbors", {"low": 5, "high": 5}),
         "search_space.imputer.knn.n_neighbors",
-        [],
+        ["low (5) must be below high (5)"],
     ),
     (
         "log_low_zero",
         _set("classifier.svc.gamma", {"low": 0.0, "high": 1.0, "log": True}),
         "search_space.classifier.svc.gamma",
-        [],
+        ["a log range needs low > 0 (got 0.0)"],
     ),
     (
         "log_low_negative",
         _set("classifier.hist_gradient_boosting.l2_regularization", {"low": -1.0, "high": 10.0, "log": True}),
         "search_space.classifier.hist_gradient_boosting.l2_regularization",
-        [],
+        ["a log range needs low > 0 (got -1.0)"],
     ),
     (
         "log_with_step",
         _set("classifier.gradient_boosting.n_estimators", {"low": 50, "high": 300, "step": 50, "log": True}),
         "search_space.classifier.gradient_boosting.n_estimators",
-        [],
+        ["cannot have both log and step"],
     ),
     (
         "low_as_string",
         _set("classifier.logistic_regression.C", {"low": "1e-3", "high": 100.0, "log": True}),
         "search_space.classifier.logistic_regression.C",
-        ["1e-3"],
+        ["low and high must be finite numbers (got '1e-3', 100.0)"],
     ),
     (
         "high_as_string",
         _set("classifier.svc.C", {"low": 1.0e-2, "high": "1e2", "log": True}),
         "search_space.classifier.svc.C",
-        ["1e2"],
+        ["low and high must be finite numbers (got 0.01, '1e2')"],
     ),
-    ("bool_as_number", _set("classifier.svc.C", {"low": True, "high": 10.0}), "search_space.classifier.svc.C", []),
-    ("empty_slot", _set("scaler", {}), "search_space.scaler", []),
-    ("null_slot", _set("scaler", None), "search_space.scaler", []),
-    ("missing_slot", _delete("resampler"), "search_space.resampler", []),
+    ("bool_as_number", _set("classifier.svc.C", {"low": True, "high": 10.0}), "search_space.classifier.svc.C",
+     ["low and high must be finite numbers (got True, 10.0)"]),
+    ("empty_slot", _set("scaler", {}), "search_space.scaler", ["list at least one of ['min_max', 'none'"]),
+    ("null_slot", _set("scaler", None), "search_space.scaler", ["list at least one of ['min_max', 'none'"]),
+    ("missing_slot", _delete("resampler"), "search_space.resampler", ["list at least one of ['none', 'random_over'"]),
     (
         "range_unknown_key",
         _set("classifier.xgboost.max_depth", {"low": 2, "high": 8, "lgo": True}),
         "search_space.classifier.xgboost.max_depth",
-        ["lgo"],
+        ["a range is {low: ..., high: ...", "'lgo': True"],
     ),
     (
         "range_without_high",
         _set("classifier.xgboost.max_depth", {"low": 2}),
         "search_space.classifier.xgboost.max_depth",
-        [],
+        ["a range is {low: ..., high: ...", "(got {'low': 2})"],
     ),
     (
         "empty_choice_list",
         _set("classifier.random_forest.max_depth", []),
         "search_space.classifier.random_forest.max_depth",
-        [],
+        ["a choice list must be a non-empty list of plain values (got [])"],
     ),
-    ("nested_choice_list", _set("classifier.mlp.n_units", [[32, 64]]), "search_space.classifier.mlp.n_units", []),
-    ("params_not_a_mapping", _set("classifier.svc", [1.0]), "search_space.classifier.svc", []),
+    ("nested_choice_list", _set("classifier.mlp.n_units", [[32, 64]]), "search_space.classifier.mlp.n_units",
+     ["a choice list must be a non-empty list of plain values (got [[32, 64]])"]),
+    ("params_not_a_mapping", _set("classifier.svc", [1.0]), "search_space.classifier.svc",
+     ["expected a mapping of parameters (or {}), got [1.0]"]),
 ]
 
 
@@ -293,9 +298,10 @@ def test_bad_space_raises_naming_the_key_path(mutate: Callable, path: str, words
     with pytest.raises(UnitRefineError) as excinfo:
         parse_search_space(raw)
     message = str(excinfo.value)
-    assert path in message
+    assert message.startswith(f"{path}: "), message  # the key path first, then what is wrong with it
+    assert words, "each case names what the message must say"
     for word in words:
-        assert word in message
+        assert word in message, message
 
 
 def test_yaml_1e_minus_3_is_refused_with_a_hint() -> None:
@@ -311,39 +317,44 @@ MORE_BAD_SPACES = [
     pytest.param(
         _set("classifier", ["random_forest", "svc"]),
         "search_space.classifier",
+        "expected a mapping of choices to parameters",
         id="slot_as_list",
     ),
     pytest.param(
         _set("classifier.random_forest.n_estimators", {"low": 100, "high": 500, "step": 0}),
         "search_space.classifier.random_forest.n_estimators",
+        "step must be a positive number (got 0)",
         id="step_zero",
     ),
     pytest.param(
         _set("classifier.random_forest.n_estimators", {"low": 100, "high": 500, "step": -50}),
         "search_space.classifier.random_forest.n_estimators",
+        "step must be a positive number (got -50)",
         id="step_negative",
     ),
     pytest.param(
         _set("classifier.gradient_boosting.subsample", {"low": 0.5, "high": 1.0, "step": "0.1"}),
         "search_space.classifier.gradient_boosting.subsample",
+        "step must be a positive number (got '0.1')",
         id="step_string",
     ),
     pytest.param(
         _set("classifier.logistic_regression.C", {"low": 1.0e-3, "high": 100.0, "log": "false"}),
         "search_space.classifier.logistic_regression.C",
+        "log must be true or false (got 'false')",
         id="log_not_a_bool",
     ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "path"), MORE_BAD_SPACES)
-def test_more_bad_spaces(mutate: Callable, path: str) -> None:
+@pytest.mark.parametrize(("mutate", "path", "reason"), MORE_BAD_SPACES)
+def test_more_bad_spaces(mutate: Callable, path: str, reason: str) -> None:
     """Malformed slots, steps and log flags are refused at parse time, naming the key."""
     raw = copy.deepcopy(DEFAULT)
     mutate(raw)
     with pytest.raises(UnitRefineError) as excinfo:
         parse_search_space(raw)
-    assert path in str(excinfo.value)
+    assert str(excinfo.value).startswith(f"{path}: {reason}"), str(excinfo.value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -409,7 +420,8 @@ def test_fixed_values_are_in_the_spec_but_not_in_trial_params() -> None:
             assert set(trial.params) == {*GROUPS, "logistic_regression.tol"}
         assert space.spec_from_params(trial.params) == spec
     assert seen == {"random_forest", "logistic_regression"}
-    # and the fixed trials never carry fixed values either
+    # and the fixed trials (one per classifier) never carry fixed values either
+    assert [t["classifier"] for t in space.fixed_trials()] == ["random_forest", "logistic_regression"]
     for params in space.fixed_trials():
         assert not {"random_forest.n_estimators", "random_forest.max_features", "logistic_regression.C"} & set(params)
 
@@ -522,7 +534,7 @@ def test_every_classifier_fits_three_classes(choice: str, three_class) -> None:
     space = parse_search_space(restricted("classifier", choice))
     (params,) = space.fixed_trials()
     pred, _ = check_fit(space, space.spec_from_params(params), X, y)
-    assert set(np.unique(pred)) <= {0, 1, 2}
+    assert set(np.unique(pred)) == {0, 1, 2}  # every class is predicted for some unit
     assert balanced_accuracy_score(y, pred) > 0.6
 
 

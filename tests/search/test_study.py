@@ -31,7 +31,7 @@ def test_a_time_cap_that_ends_the_search_is_recorded_in_the_study_and_warned_abo
     cfg = make_config(tmp_path / "capped", tiny_recordings, [
         "search.n_trials=1000", "search.timeout_s=1.5", "search.n_jobs=2", "tracking.enabled=false", "cv.n_splits=3",
     ])
-    with caplog.at_level(logging.WARNING, logger="unitrefine.run.workers"):
+    with caplog.at_level(logging.WARNING, logger="unitrefine.search.workers"):
         result = train(cfg)
     assert result is not None
     assert 0 < budget(result.study.trials, 3).counted < 1000

@@ -18,6 +18,7 @@ from conftest import make_config
 
 from unitrefine.promote import promote
 from unitrefine.run.training import train
+from unitrefine.search.outcomes import outcome
 
 
 def free_port() -> int:
@@ -141,7 +142,7 @@ def test_trial_runs_written_in_the_background_are_all_there_in_order_before_anyt
     parent = tracker.create_parent("study", {"unitrefine.search.study": "s"}, {"seed": 1})
     study = finished_trials(12)
     for t in study.trials:
-        tracker.log_trial(study, t, {"C": t.params["C"], "classifier": "svc"})
+        tracker.log_trial(outcome("s", t), {"C": t.params["C"], "classifier": "svc"})
     # Reading what was logged waits for the writer: nothing queued is missed.
     assert tracker.logged_trials("s") == set(range(12))
     tracker.end_parent("FINISHED")
@@ -177,7 +178,7 @@ def test_a_trial_run_holds_the_fold_scores_the_worker_the_origin_and_why_the_tri
                     ERROR_ATTR: "fold 2: ValueError: k > n"},
     ))
     trial = study.trials[0]
-    run = trial_run("parent", "s", trial, {"C": 0.5, "long": "x" * (MAX_PARAM + 10)})
+    run = trial_run("parent", outcome("s", trial), {"C": 0.5, "long": "x" * (MAX_PARAM + 10)})
     assert (run.name, run.status) == ("trial-0000", "FAILED")
     assert run.tags == {"mlflow.parentRunId": "parent", "optuna.study": "s", "optuna.trial_number": "0",
                         "optuna.state": "fail", "unitrefine.worker": "host:12",
@@ -186,7 +187,7 @@ def test_a_trial_run_holds_the_fold_scores_the_worker_the_origin_and_why_the_tri
         ("cv_fold_score", 0.5, 0), ("cv_fold_score", 0.7, 1)]
     assert [(p.key, len(p.value)) for p in run.params] == [("C", 3), ("long", MAX_PARAM)]
     # A trial stopped with its worker: the status and the reason given win over the trial's own.
-    stopped = trial_run("parent", "s", trial, {}, status="KILLED", error="interrupted; run again on resume")
+    stopped = trial_run("parent", outcome("s", trial), {}, status="KILLED", error="interrupted; run again on resume")
     assert (stopped.status, stopped.tags["error"]) == ("KILLED", "interrupted; run again on resume")
 
 

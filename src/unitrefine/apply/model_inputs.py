@@ -129,11 +129,12 @@ def analyzer_metrics(
 ) -> tuple[pd.Series, pd.DataFrame]:
     """Make sure the metrics the models need are on the analyzer (with the models' parameters), then read them.
 
-    Metrics are computed only with ``cfg.compute_missing``. Metrics already there whose parameters differ from a
-    model's are a warning (an error with ``cfg.strict``).
+    Metrics already there whose parameters differ from a model's are a warning (an error with ``cfg.strict``),
+    checked before anything is computed, so that a refusal leaves the user's analyzer as it was. Then, only with
+    ``cfg.compute_missing``, the metrics the analyzer lacks are computed with the models' parameters.
     """
-    if cfg.compute_missing:
-        _compute_missing(analyzer, models, cfg, where)
     for model in models:
         _check_params(analyzer, model, cfg.strict, where)
+    if cfg.compute_missing:
+        _compute_missing(analyzer, models, cfg, where)
     return az.read_metrics(analyzer)

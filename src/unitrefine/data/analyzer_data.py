@@ -29,7 +29,7 @@ from unitrefine.config import DatasetConfig, MetricsConfig, RecordingConfig, Tas
 from unitrefine.data import analyzers as az
 from unitrefine.data import si_metrics as sm
 from unitrefine.data.dataset import UnitTable, check_dataset, combine_recordings
-from unitrefine.data.recordings import prepare_recording
+from unitrefine.data.recordings import check_labelled_units, prepare_recording
 from unitrefine.data.tables import read_labels
 from unitrefine.errors import UnitRefineError
 
@@ -320,6 +320,9 @@ def load_analyzer_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) 
     for rec in dataset.recordings:
         analyzer, path = _open(rec, root)
         where = f"Recording '{rec.id}' ({path})"
+        labels, source = _labels(rec, dataset, analyzer, root, where)
+        # Before any metric is computed and saved into the user's analyzer.
+        check_labelled_units(pd.Series([str(u) for u in analyzer.unit_ids]), labels, source, path)
         for ext in sm.EXTENSIONS:
             az.ensure_metrics(
                 analyzer, {ext: wanted[ext]}, requested, extensions=_plain(dataset.compute.extensions),
@@ -329,7 +332,6 @@ def load_analyzer_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) 
         if not dataset.compute.recompute:
             _check_configured(analyzer, requested, where, dataset.strict)
         ids, metrics = az.read_metrics(analyzer)
-        labels, source = _labels(rec, dataset, analyzer, root, where)
         frames[rec.id] = prepare_recording(rec.id, ids, metrics, labels, source, path, dataset, task)
         params[rec.id] = {ext: az.extension_params(analyzer, ext) for ext in sm.EXTENSIONS}
     columns = {rid: [c for c in f.columns if not c.startswith("__")] for rid, f in frames.items()}

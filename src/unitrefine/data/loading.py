@@ -7,6 +7,7 @@ from pathlib import Path
 from unitrefine.config import DatasetConfig, TaskConfig
 from unitrefine.data.analyzer_data import load_analyzer_dataset
 from unitrefine.data.dataset import UnitTable, load_csv_dataset
+from unitrefine.errors import UnitRefineError
 
 
 def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTable:
@@ -34,4 +35,7 @@ def load_dataset(dataset: DatasetConfig, task: TaskConfig, root: Path) -> UnitTa
     """
     if dataset.mode == "analyzers":
         return load_analyzer_dataset(dataset, task, root)
-    return load_csv_dataset(dataset, task, root)
+    if dataset.mode == "csv":
+        return load_csv_dataset(dataset, task, root)
+    raise UnitRefineError(f"dataset.mode='{dataset.mode}' is not a dataset mode: use 'csv' (metrics tables) or "
+                          "'analyzers' (SpikeInterface analyzer folders).")

@@ -146,6 +146,22 @@ def prepare_recording(
     return values
 
 
+def check_labelled_units(ids: pd.Series, labels: pd.Series, source: str, metrics_path: Path) -> None:
+    """Refuse labels (indexed by unit id, from ``source``) of units that ``ids`` (of ``metrics_path``) lacks.
+
+    Raises
+    ------
+    UnitRefineError
+        Naming the labels' source, the units and the metrics' file or analyzer.
+    """
+    unknown_units = sorted(set(labels.index) - set(ids))
+    if unknown_units:
+        raise UnitRefineError(
+            f"{source}: labels for units {_listed(unknown_units)} that are not in {metrics_path}. "
+            "Are the labels and metrics from the same sorting?"
+        )
+
+
 def _labelled_units(
     rec_id: str, ids: pd.Series, rest: pd.DataFrame, labels: pd.Series, source: str, metrics_path: Path
 ) -> tuple[pd.Series, pd.DataFrame, pd.Series]:
@@ -156,12 +172,7 @@ def _labelled_units(
     UnitRefineError
         Labels of units the metrics do not have.
     """
-    unknown_units = sorted(set(labels.index) - set(ids))
-    if unknown_units:
-        raise UnitRefineError(
-            f"{source}: labels for units {_listed(unknown_units)} that are not in {metrics_path}. "
-            "Are the labels and metrics from the same sorting?"
-        )
+    check_labelled_units(ids, labels, source, metrics_path)
     unlabelled = ~ids.isin(labels.index)
     if unlabelled.any():
         log.warning(

@@ -113,7 +113,9 @@ def write_model_card(
     holdout = info.get("holdout")
     if holdout:
         card.add_metrics(
-            description="On held-out recordings the search never saw (the best configuration fitted on the others).",
+            description=(f"On the held-out recordings {', '.join(holdout['per_recording'])} "
+                         f"({sum(m['n_units'] for m in holdout['per_recording'].values())} units), which the search "
+                         "never saw: the model alone, fitted on the other recordings, no person's review."),
             balanced_accuracy=round(holdout["balanced_accuracy"], 4),
             **{f"{c} {k}": round(v, 4)
                for c, m in holdout["per_class"].items() for k, v in m.items() if k != "support"},
@@ -123,14 +125,14 @@ def write_model_card(
              for r, m in holdout["per_recording"].items()]
         )
         card.add_table(**{"Held-out recordings": per})
-    for name, title in (
+    for figure, title in (
         ("per_recording.png", "Per recording"), ("confusion_matrix.png", "Confusion matrix"),
         ("roc_curve.png", "ROC curve"), ("pr_curve.png", "Precision-recall curve"),
         ("feature_importance.png", "Feature importance"), ("optimization_history.png", "Optimisation history"),
         ("param_importance.png", "Hyperparameter importance"),
     ):
-        if (folder / name).is_file():
-            card.add_plot(**{f"Figures/{title}": name})
+        if (folder / figure).is_file():
+            card.add_plot(**{f"Figures/{title}": figure})
     card.add(**{"Reproducibility": _reproducibility(info)})
     card.add(**{"How to use": _how_to_use(name or folder.name, info), "Limitations": _LIMITATIONS})
     path = folder / "README.md"

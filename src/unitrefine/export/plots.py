@@ -1,63 +1,20 @@
-"""Figures for people: optimisation history, hyperparameter and feature importance, confusion matrix."""
+"""Figures for people: feature importance, confusion matrix, per-recording scores, ROC and PR curves.
+
+Optuna's figures of the search (optimisation history, hyperparameter importance) are in
+:mod:`unitrefine.search.study_plots`.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-# Draw off-screen (figures are only saved), unless the process has already chosen a backend: a notebook's
-# inline backend (MPLBACKEND, set by the kernel) or pyplot imported by the user. Switching it would stop
-# their plots from showing.
-if not os.environ.get("MPLBACKEND") and "matplotlib.pyplot" not in sys.modules:
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
+from unitrefine.figures import plt, save
 
 log = logging.getLogger(__name__)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def optimization_history(study: optuna.Study, path: Path) -> Path:
-    """Score of every completed trial and the best so far."""
-    from optuna.visualization.matplotlib import plot_optimization_history
-
-    with warnings.catch_warnings(), plt.rc_context():  # Optuna's plots set a global style: keep it to them
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = plot_optimization_history(study)
-        return _save(ax.figure, path)
-
-
-def param_importances(study: optuna.Study, path: Path) -> Path | None:
-    """Optuna hyperparameter importances; None (with a log line) when there are too few completed trials."""
-    from optuna.visualization.matplotlib import plot_param_importances
-
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) < 3:
-        log.info("Hyperparameter importance needs at least 3 completed trials (have %d): not drawn.", len(complete))
-        return None
-    try:
-        with warnings.catch_warnings(), plt.rc_context():  # Optuna's plots set a global style: keep it to them
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # PED-ANOVA notes parameters tried in few trials; the plot is still the best summary we have.
-            warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
-            ax = plot_param_importances(study)
-            return _save(ax.figure, path)
-    except (ValueError, RuntimeError) as exc:
-        log.warning("Hyperparameter importance could not be computed: %s", exc)
-        return None
 
 
 def feature_importances(importances: pd.DataFrame, path: Path, top: int = 25) -> Path:
@@ -67,7 +24,7 @@ def feature_importances(importances: pd.DataFrame, path: Path, top: int = 25) ->
     ax.barh(df["feature"], df["importance_mean"], xerr=df["importance_std"], color="tab:blue")
     ax.set_xlabel("drop in score when permuted (held-out recordings)")
     ax.set_title("Permutation feature importance")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion(matrix: list[list[int]], classes: tuple[str, ...], path: Path, title: str) -> Path:
@@ -82,7 +39,7 @@ def confusion(matrix: list[list[int]], classes: tuple[str, ...], path: Path, tit
     ax.set_xlabel("predicted")
     ax.set_ylabel("curators")
     ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def per_recording(per_rec: dict[str, dict[str, float]], path: Path) -> Path:
@@ -98,7 +55,7 @@ def per_recording(per_rec: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_ylabel("balanced accuracy")
     ax.set_title("Held-out recordings")
     ax.tick_params(axis="x", rotation=30)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def roc_pr(y_true: np.ndarray, score: np.ndarray, positive: str, roc_path: Path, pr_path: Path) -> list[Path]:
@@ -110,5 +67,5 @@ def roc_pr(y_true: np.ndarray, score: np.ndarray, positive: str, roc_path: Path,
         fig, ax = plt.subplots(figsize=(4.6, 4.2))
         display.from_predictions(y_true, score, pos_label=1, name=f"P({positive})", ax=ax)
         ax.set_title(f"Held-out recordings ({positive} vs rest)")
-        paths.append(_save(fig, path))
+        paths.append(save(fig, path))
     return paths

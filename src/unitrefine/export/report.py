@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
@@ -31,7 +31,9 @@ from unitrefine.export.model_info import ModelInfo
 from unitrefine.model.estimate import describe
 from unitrefine.progress import bar, ticking, working
 from unitrefine.search.evaluation import Plan, balanced_accuracy, holdout_report
+from unitrefine.search.outcomes import Study, TrialOutcome
 from unitrefine.search.search_space import PipelineSpec, SearchSpace
+from unitrefine.search.study_plots import optimization_history, param_importances
 from unitrefine.search.trial_attrs import CV_STD_ATTR, DUPLICATE_ATTR, ERROR_ATTR, FOLD_SCORES_ATTR
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,10 @@ def spec_params(spec: PipelineSpec) -> dict[str, Any]:
     return out
 
 
-def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
+def leaderboard(trials: Sequence[TrialOutcome], space: SearchSpace) -> pd.DataFrame:
     """Every trial, best first: state, CV score (mean, std, per fold), duration and configuration."""
     rows = []
-    for t in study.trials:
+    for t in trials:
         if t.user_attrs.get(DUPLICATE_ATTR) is not None:  # never fitted: the trial it repeats has the score
             continue
         folds = t.user_attrs.get(FOLD_SCORES_ATTR, [])
@@ -60,12 +62,12 @@ def leaderboard(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
         rows.append(
             {
                 "trial": t.number,
-                "state": t.state.name.lower(),
+                "state": t.state,
                 "cv_score": t.value,
                 "cv_score_std": t.user_attrs.get(CV_STD_ATTR),
                 "n_folds": len(folds),
                 "fold_scores": json.dumps([round(s, 4) for s in folds]),
-                "duration_s": None if t.duration is None else round(t.duration.total_seconds(), 2),
+                "duration_s": None if t.duration_s is None else round(t.duration_s, 2),
                 **{slot: c.name for slot, c in spec.items()},
                 "params": json.dumps({k: v for k, v in spec_params(spec).items() if "." in k}, default=str),
                 "error": t.user_attrs.get(ERROR_ATTR),
@@ -163,7 +165,8 @@ class Export:
         The held-out split and CV folds.
     board : pandas.DataFrame
         The leaderboard of every trial.
-    study : optuna.Study
+    study : Study
+        The Optuna study (its plots).
     held : HeldOut or None
         The held-out evaluation.
     metadata : dict
@@ -177,7 +180,7 @@ class Export:
     table: UnitTable
     plan: Plan
     board: pd.DataFrame
-    study: optuna.Study
+    study: Study
     held: HeldOut | None
     metadata: dict[str, Any]
 
@@ -218,8 +221,8 @@ def write_folder(folder: Path, export: Export, name: str | None = None) -> None:
             plots.roc_pr(held.part.y, held.predictions[f"probability_{positive}"].to_numpy(), positive,
                          folder / "roc_curve.png", folder / "pr_curve.png")
     write_tables(folder, tables)
-    plots.optimization_history(export.study, folder / "optimization_history.png")
-    plots.param_importances(export.study, folder / "param_importance.png")
+    optimization_history(export.study, folder / "optimization_history.png")
+    param_importances(export.study, folder / "param_importance.png")
     info = export.info.to_dict()
     write_model_card(folder, export.model, info, export.metadata, name)
     export.info.write(folder)
@@ -246,7 +249,7 @@ class TrainResult:
     trial_counts: dict[str, int]
     wall_time_s: float
     stage_seconds: dict[str, float]
-    study: optuna.Study
+    study: Study
     leaderboard: pd.DataFrame
     runs_page: str | None = None  # the MLflow UI address of the experiment's runs (tracking.runs_page)
 

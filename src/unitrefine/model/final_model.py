@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import optuna
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
@@ -17,6 +16,7 @@ from unitrefine.model.ensemble import Selection, select_ensemble
 from unitrefine.model.threshold import Threshold, tune_threshold, with_threshold
 from unitrefine.search.evaluation import make_folds
 from unitrefine.search.objective import Objective
+from unitrefine.search.outcomes import TrialOutcome
 from unitrefine.search.pipeline import build_pipeline, export_pipeline, fit_positions, soft_vote, unit_limit
 from unitrefine.search.search_space import PipelineSpec, SearchSpace
 
@@ -156,19 +156,19 @@ def member(model: Pipeline, trial: int) -> Pipeline | None:
     return None if found is None else found.estimator
 
 
-def prepare_candidates(candidates: int, study: optuna.Study, objective: Objective) -> None:
+def prepare_candidates(candidates: int, ranked: Sequence[TrialOutcome], objective: Objective) -> None:
     """Give the ``candidates`` (``ensemble.candidates``) best completed trials out-of-fold predictions in
     ``objective``.
 
-    Trials run by other workers, or before a resume, were scored in another process: their predictions are
-    recomputed (same folds, same seed) so that :func:`choose_final_model` can choose among them.
+    ``ranked``: the study's completed trials, best first (:func:`unitrefine.search.outcomes.ranked`). Trials run
+    by other workers, or before a resume, were scored in another process: their predictions are recomputed
+    (same folds, same seed) so that :func:`choose_final_model` can choose among them.
     """
-    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    objective.ensure_oof(sorted(complete, key=lambda t: (-t.value, t.number))[: max(candidates, 1)])
+    objective.ensure_oof(ranked[: max(candidates, 1)])
 
 
 def choose_final_model(
-    study: optuna.Study,
+    ranked: Sequence[TrialOutcome],
     space: SearchSpace,
     objective: Objective,
     part: UnitTable,
@@ -180,8 +180,8 @@ def choose_final_model(
 
     Parameters
     ----------
-    study : optuna.Study
-        The finished search.
+    ranked : sequence of TrialOutcome
+        The finished search's completed trials, best first (:func:`unitrefine.search.outcomes.ranked`).
     space : SearchSpace
         Its search space.
     objective : Objective
@@ -193,8 +193,8 @@ def choose_final_model(
     fitting : Fitting
         How the chosen model is fitted.
     """
-    best = study.best_trial
-    selection = _select(study, objective, part, ensemble)
+    best = ranked[0]
+    selection = _select(ranked, objective, part, ensemble)
     weights = selection.weights if selection is not None and selection.is_ensemble else {best.number: 1}
     tuned = None
     if threshold.tune:
@@ -203,17 +203,19 @@ def choose_final_model(
         log.info("Decision threshold %.3f on P(%s): out-of-fold balanced accuracy %.4f (at 0.5: %.4f), precision %.4f.",
                  tuned.value, part.classes[1], tuned.oof_balanced_accuracy,
                  tuned.oof_balanced_accuracy_at_half, tuned.oof_precision)
-    specs = {n: space.spec_from_params(study.trials[n].params) for n in weights}
+    params = {t.number: t.params for t in ranked}
+    specs = {n: space.spec_from_params(params[n]) for n in weights}
     return FinalModel(specs=specs, weights=weights, selection=selection, threshold=tuned, fitting=fitting)
 
 
-def _select(study: optuna.Study, objective: Objective, part: UnitTable, ensemble: EnsembleConfig) -> Selection | None:
+def _select(
+    ranked: Sequence[TrialOutcome], objective: Objective, part: UnitTable, ensemble: EnsembleConfig
+) -> Selection | None:
     """The ensemble chosen out of fold among the best completed trials (None when ensembles are off)."""
     if ensemble.rounds <= 0:
         return None
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    ranked = sorted((t for t in complete if t.number in objective.oof), key=lambda t: (-t.value, t.number))
-    selection = select_ensemble(objective.oof, part.y, [t.number for t in ranked[: ensemble.candidates]],
+    scored = [t.number for t in ranked if t.number in objective.oof]
+    selection = select_ensemble(objective.oof, part.y, scored[: ensemble.candidates],
                                 ensemble.rounds, ensemble.max_members)
     if selection.is_ensemble:
         log.info("Ensemble of trials %s: out-of-fold balanced accuracy %.4f (best single trial %d: %.4f).",

@@ -26,7 +26,7 @@ def model_info(
     expected: dict[str, Any], run: RunRecord, tracking: dict[str, str | None], stage_seconds: dict[str, float],
 ) -> ModelInfo:
     """The exported model's ``model_info.json`` record (``tracking``: the MLflow ``tracking_uri`` and ``run_id``)."""
-    table, fitted_on, best = data.table, refits.fitted_on, searched.study.best_trial
+    table, fitted_on, best = data.table, refits.fitted_on, searched.best
     components = [c.name for s in final.specs.values() for c in s.values()]
     return ModelInfo(
         metric_params=table.metric_params if table.metric_params is not None else metric_params_for(table.X.columns),
@@ -86,7 +86,7 @@ def _estimate_metrics(expected: dict[str, Any]) -> dict[str, float]:
 def _run_metrics(searched: Searched, final: FinalModel, export: Export,
                  stage_seconds: dict[str, float]) -> dict[str, float]:
     """The parent run's metrics: trial counts, stage times, the estimate, the ensemble, threshold and held-out."""
-    held, best = export.held, searched.study.best_trial
+    held, best = export.held, searched.best
     metrics = {**{f"n_trials_{k}": v for k, v in searched.counts.items()},
                **{f"stage_seconds_{k}": v for k, v in stage_seconds.items()},
                **_estimate_metrics(export.info.estimate_new_recordings)}
@@ -117,7 +117,7 @@ def track(
     leaves no model folder that the study has not recorded as its export.
     """
     info, held = export.info, export.held
-    best = searched.study.best_trial
+    best = searched.best
     tracker.log_params(info.best_configuration)
     tracker.log_metrics(_run_metrics(searched, final, export, stage_seconds))
     tracker.log_artifacts(staging, "model_folder")

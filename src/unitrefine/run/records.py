@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 from sklearn.pipeline import Pipeline
 
 from unitrefine.data.dataset import UnitTable
 from unitrefine.model.estimate import EstimatePlan, GroupScore
-from unitrefine.run.election import Finalizer
-from unitrefine.run.session import Session
+from unitrefine.search.election import Finalizer
 from unitrefine.search.evaluation import Plan
 from unitrefine.search.objective import Objective
+from unitrefine.search.outcomes import Study, TrialOutcome, ranked
 from unitrefine.search.search_space import SearchSpace
+from unitrefine.search.session import Session
 from unitrefine.search.study import stopped_by_timeout
 from unitrefine.tracking.tracker import NullTracker, Tracker
 
@@ -41,12 +41,35 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Searched:
-    """A finished study and what its trials were scored with."""
+    """A finished study and what its trials were scored with.
 
-    study: optuna.Study
+    Attributes
+    ----------
+    study : Study
+        The Optuna study (for its plots, and for users of the Python API).
+    trials : tuple of TrialOutcome
+        Its trials, by number.
+    space : SearchSpace
+    objective : Objective
+    counts : dict
+        Trials by state, as counted against the budget (:func:`unitrefine.search.budget.trial_counts`).
+    """
+
+    study: Study
+    trials: tuple[TrialOutcome, ...]
     space: SearchSpace
     objective: Objective
     counts: dict[str, int]
+
+    @property
+    def ranked(self) -> list[TrialOutcome]:
+        """The completed trials, best first."""
+        return ranked(self.trials)
+
+    @property
+    def best(self) -> TrialOutcome:
+        """The best completed trial (the search stage ensures there is one)."""
+        return self.ranked[0]
 
     @property
     def stopped_by_timeout(self) -> bool:
@@ -65,7 +88,9 @@ class Exporter:
     @property
     def tracker(self) -> Tracker | NullTracker:
         """The study's MLflow tracker."""
-        return self.session.tracker
+        tracker = self.session.tracker
+        assert isinstance(tracker, Tracker | NullTracker), "made by unitrefine.run.stages"
+        return tracker
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 from omegaconf import OmegaConf
 from sklearn.pipeline import Pipeline
 
@@ -31,16 +31,17 @@ from unitrefine.model.estimate import GroupScore, group_estimate, new_recording_
 from unitrefine.model.final_model import FinalModel, Fitting, choose_final_model, fit_spec, member, prepare_candidates
 from unitrefine.progress import TrialProgress, parallel_map
 from unitrefine.run.records import Data, Exporter, Refits, RunRecord, Searched
-from unitrefine.run.session import StudyPlace, join_study
 from unitrefine.run.warm_start import queued_trials
-from unitrefine.run.workers import Worker
-from unitrefine.search.budget import budget, trial_counts
+from unitrefine.search.budget import study_budget, study_counts
 from unitrefine.search.evaluation import make_plan, scorer
 from unitrefine.search.objective import Objective
+from unitrefine.search.outcomes import Study, outcomes
 from unitrefine.search.search_space import SearchSpace, parse_search_space
+from unitrefine.search.session import StudyPlace, join_study
 from unitrefine.search.storage import default_storage
 from unitrefine.search.study import study_identity
 from unitrefine.search.trial_attrs import ERROR_ATTR
+from unitrefine.search.workers import Worker
 from unitrefine.tracking.tracker import NullTracker, Tracker, default_artifact_location, default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def search(cfg: TrainConfig, data: Data, run: RunRecord) -> Exporter | None:
     -------
     Exporter or None
         None when this worker does not export: another worker of the study does, or did, or the study already
-        has its trials and its export (see :mod:`unitrefine.run.workers`).
+        has its trials and its export (see :mod:`unitrefine.search.workers`).
     """
     space = parse_search_space(cfg.search_space)
     objective = _objective(cfg, data, space)
@@ -128,10 +129,10 @@ def search(cfg: TrainConfig, data: Data, run: RunRecord) -> Exporter | None:
     queued = queued_trials(space, cfg.search, cfg.task.name, uri, cfg.resolve_path)
     session = join_study(place, identity, queued, lambda: _make_tracker(cfg), run.name, run.tags, run.config)
 
-    def params_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return spec_params(space.partial_spec(t.params))
+    def params_of(params: Mapping[str, Any]) -> dict[str, Any]:
+        return spec_params(space.partial_spec(params))
 
-    done = budget(session.study.get_trials(deepcopy=False), cfg.search.max_retries).counted
+    done = study_budget(session.study, cfg.search.max_retries).counted
     progress = TrialProgress(cfg.search.n_trials, done=min(done, cfg.search.n_trials))
     worker = Worker(
         session, objective, cfg.search.n_trials, cfg.search.n_jobs, cfg.search.max_retries, cfg.search.timeout_s,
@@ -143,31 +144,33 @@ def search(cfg: TrainConfig, data: Data, run: RunRecord) -> Exporter | None:
         progress.close()
     if finalizer is None:
         return None
-    counts = trial_counts(session.study.trials, cfg.search.max_retries)
-    return Exporter(session, finalizer, Searched(session.study, space, objective, counts))
+    return Exporter(session, finalizer, _searched(cfg, session.study, space, objective))
 
 
-def searched_study(cfg: TrainConfig, data: Data, study: optuna.Study) -> Searched:
+def searched_study(cfg: TrainConfig, data: Data, study: Study) -> Searched:
     """A study searched earlier (e.g. loaded from its storage), ready for :func:`choose` and the stages after it."""
     space = parse_search_space(cfg.search_space)
-    return Searched(study, space, _objective(cfg, data, space), trial_counts(study.trials, cfg.search.max_retries))
+    return _searched(cfg, study, space, _objective(cfg, data, space))
+
+
+def _searched(cfg: TrainConfig, study: Study, space: SearchSpace, objective: Objective) -> Searched:
+    return Searched(study, outcomes(study), space, objective, study_counts(study, cfg.search.max_retries))
 
 
 def choose(cfg: TrainConfig, searched: Searched, data: Data) -> FinalModel:
     """The model to export: the best trial or an ensemble chosen out of fold, with its threshold."""
-    study = searched.study
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        errors = sorted({str(t.user_attrs.get(ERROR_ATTR, "?")) for t in study.trials})
+    if not searched.ranked:
+        errors = sorted({str(t.user_attrs.get(ERROR_ATTR, "?")) for t in searched.trials})
         raise UnitRefineError(f"No trial completed ({searched.counts}); errors: {errors[:3]}. "
                               "Check the search space and the data.")
-    best = study.best_trial
+    best = searched.best
     log.info("Best trial %d: CV %s %.4f with %s", best.number, cfg.cv.scoring, best.value,
              spec_params(searched.space.spec_from_params(best.params)))
     if searched.objective.keep_oof:
-        prepare_candidates(cfg.ensemble.candidates, study, searched.objective)
+        prepare_candidates(cfg.ensemble.candidates, searched.ranked, searched.objective)
     fitting = Fitting(cfg.seed, cfg.search.unit_limits, cfg.calibration.method, cfg.cv)
-    return choose_final_model(study, searched.space, searched.objective, data.train, cfg.ensemble, cfg.threshold,
-                              fitting)
+    return choose_final_model(searched.ranked, searched.space, searched.objective, data.train, cfg.ensemble,
+                              cfg.threshold, fitting)
 
 
 def refit(cfg: TrainConfig, final: FinalModel, data: Data) -> Refits:
@@ -220,7 +223,7 @@ def evaluate(cfg: TrainConfig, final: FinalModel, searched: Searched, data: Data
     """Score the model fitted on the search's recordings on the held-out ones (None when none is held out)."""
     if refits.on_train is None:
         return None
-    best = searched.study.best_trial
+    best = searched.best
     single = None
     if final.is_ensemble:  # for the record: the ensemble was chosen out of fold, before this
         single = member(refits.on_train, best.number)
@@ -234,6 +237,6 @@ def evaluate(cfg: TrainConfig, final: FinalModel, searched: Searched, data: Data
 def estimate(searched: Searched, refits: Refits, held: HeldOut | None) -> dict[str, Any]:
     """The expectation for new recordings: leave-one-animal-out scores, else held-out, else the CV score."""
     groups = group_estimate(refits.estimate_plan, refits.estimate_scores) if refits.estimate_plan else None
-    best = searched.study.best_trial
+    best = searched.best
     return new_recording_estimate(groups, None if held is None else held.report, float(best.value),
                                   searched.counts.get("complete", 0))

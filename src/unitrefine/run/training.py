@@ -33,7 +33,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
     -------
     TrainResult or None
         None when this worker did not export: another worker of the study does, or did, or the study
-        already has its trials and its export (see :mod:`unitrefine.run.workers`).
+        already has its trials and its export (see :mod:`unitrefine.search.workers`).
 
     Raises
     ------
@@ -64,7 +64,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
                 expected = s.estimate(searched, refits, held)
             info = o.model_info(cfg, data, searched, final, refits, held, expected, run,
                                 {"tracking_uri": tracker.uri, "run_id": run_id or None}, stage.seconds)
-            board = leaderboard(searched.study, searched.space)
+            board = leaderboard(searched.trials, searched.space)
             export = Export(refits.exported, info, run.config, refits.fitted_on, table, data.plan, board,
                             searched.study, held, dict(cfg.dataset.metadata))
             folder = o.model_folder_path(cfg, run_id)
@@ -76,7 +76,7 @@ def train(cfg: TrainConfig) -> TrainResult | None:
             tracker.log_metrics({"stage_seconds_track": stage.seconds["track"],
                                  "wall_time_s": time.perf_counter() - started})
             exporter.finalizer.exported(folder, version)
-    best = searched.study.best_trial
+    best = searched.best
     result = TrainResult(
         experiment=cfg.experiment_name, model_folder=folder, run_id=run_id or None, tracking_uri=tracker.uri,
         model_version=version, best_trial=best.number, best_cv_score=float(best.value),

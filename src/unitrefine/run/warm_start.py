@@ -18,7 +18,6 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,11 @@ from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import LEADERBOARD_FILE
 from unitrefine.export.model_info import INFO_FILE, read_model_info
 from unitrefine.search.search_space import Param, SearchSpace
+from unitrefine.search.session import QueuedTrial
 from unitrefine.search.trial_attrs import WARM_START_ATTR
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class QueuedTrial:
-    """Optuna parameters to enqueue, and the user attributes the trial starts with."""
-
-    params: dict[str, Any]
-    user_attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def previous_configurations(folder: Path) -> list[tuple[str, dict[str, Any]]]:

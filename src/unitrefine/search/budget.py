@@ -157,6 +157,16 @@ def trial_counts(trials: Sequence[optuna.trial.FrozenTrial], max_retries: int) -
             "duplicate": b.duplicates}
 
 
+def study_budget(study: optuna.Study, max_retries: int) -> Budget:
+    """:func:`budget` of every trial of ``study``."""
+    return budget(study.get_trials(deepcopy=False), max_retries)
+
+
+def study_counts(study: optuna.Study, max_retries: int) -> dict[str, int]:
+    """:func:`trial_counts` of every trial of ``study``."""
+    return trial_counts(study.get_trials(deepcopy=False), max_retries)
+
+
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue ``trial``'s parameters again as a WAITING trial, recording it as a retry of ``trial``.
 

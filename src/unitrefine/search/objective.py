@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from unitrefine.search.budget import first_evaluation
 from unitrefine.search.evaluation import Split
+from unitrefine.search.outcomes import TrialOutcome
 from unitrefine.search.pipeline import build_pipeline, fit_positions, unit_limit
 from unitrefine.search.search_space import PipelineSpec, SearchSpace
 from unitrefine.search.trial_attrs import CV_STD_ATTR, DUPLICATE_ATTR, ERROR_ATTR, FOLD_SCORES_ATTR
@@ -96,7 +97,7 @@ class Objective:
         """Draw every parameter of ``trial``'s pipeline (a trial that has them gets them back unchanged).
 
         A worker calls this as it starts the trial, while trials are started one at a time in order, so that
-        the sampler's random draws are taken in that order (:mod:`unitrefine.run.workers`); :meth:`__call__` then
+        the sampler's random draws are taken in that order (:mod:`unitrefine.search.workers`); :meth:`__call__` then
         reads the parameters back. The first time, a trial whose configuration another trial of the study
         evaluated, or is evaluating, is marked a duplicate of it (:data:`unitrefine.search.trial_attrs.DUPLICATE_ATTR`):
         it is not fitted.
@@ -147,7 +148,7 @@ class Objective:
             self.oof[trial.number] = oof
         return float(np.mean(scores))
 
-    def ensure_oof(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+    def ensure_oof(self, trials: Sequence[TrialOutcome]) -> None:
         """Recompute the out-of-fold probabilities of completed ``trials`` that are not in :attr:`oof`.
 
         Trials run by another worker, or by this command before a resume, were scored elsewhere; refitting

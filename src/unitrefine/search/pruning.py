@@ -3,11 +3,12 @@
 A pruner judges a trial by the other trials' results, and which of them have finished when a trial reaches a fold
 depends on timing. The pruners here (:class:`WindowedPruner`) judge a trial only by the trials its worker had
 finished and told before the trial started (its *cutoff*), so that a worker with ``search.n_jobs`` threads prunes
-the same trials on a busy or an idle machine (see :mod:`unitrefine.run.workers`).
+the same trials on a busy or an idle machine (see :mod:`unitrefine.search.workers`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Container
 from typing import Any
 
@@ -117,5 +118,7 @@ def make_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
     if search.pruner == "hyperband":
         return WindowedHyperbandPruner(min_resource=1)
     if search.pruner == "wilcoxon":
-        return WindowedWilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+        with warnings.catch_warnings():  # chosen knowingly (search.pruner=wilcoxon): not a warning for the user
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return WindowedWilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     return optuna.pruners.NopPruner()

@@ -23,7 +23,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -31,6 +31,9 @@ from unitrefine.config import SearchConfig, storage_kind
 from unitrefine.errors import UnitRefineError
 from unitrefine.search.locks import AdvisoryLock, FileLock, Lock
 from unitrefine.search.trial_attrs import WORKER_ATTR
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 
@@ -187,19 +190,12 @@ def local_storage_file(spec: str, resolve: Callable[[str], Path]) -> Path | None
     UnitRefineError
         If ``spec`` is not a supported ``search.storage`` value, or is an in-memory SQLite database.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     kind = storage_kind(spec)
     if kind == "journal":
         return resolve(spec).resolve()
     if kind == "memory":
         return None
-    try:
-        url = make_url(spec)
-    except ArgumentError:
-        raise UnitRefineError(f"search.storage='{spec}' is not a valid database URL; a SQLite file is "
-                              "sqlite:///path/to/study.db.") from None
+    url = _database_url(spec)
     if url.get_backend_name() != "sqlite":
         return None
     if not url.database or url.database == ":memory:":
@@ -264,12 +260,23 @@ def open_storage(search: SearchConfig, spec: str, resolve: Callable[[str], Path]
     return _open_rdb(search, spec)
 
 
+def _database_url(spec: str) -> URL:
+    """SQLAlchemy's URL of the database storage ``spec``; a malformed one (bad port, ...) is the user's error."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(spec)
+    except (ArgumentError, ValueError) as exc:
+        raise UnitRefineError(f"search.storage='{spec}' is not a valid database URL ({exc}); a SQLite file is "
+                              "sqlite:///path/to/study.db, a server postgresql://user@host:5432/database.") from None
+
+
 def _open_rdb(search: SearchConfig, spec: str) -> StudyStorage:
     """Open (creating its schema if needed, one worker at a time) the SQLite or database-server storage ``spec``."""
     from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
 
-    url = make_url(spec)
+    url = _database_url(spec)
     label = url.render_as_string(hide_password=True)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     lock_dir = None

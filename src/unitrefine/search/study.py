@@ -36,6 +36,12 @@ RUN_ATTR = "unitrefine.mlflow_run_id"
 TIMEOUT_ATTR = "unitrefine.stopped_by_timeout"
 
 
+def quiet_optuna() -> None:
+    """Let Optuna log errors only: the progress bar, our log and MLflow report each trial (Optuna would also
+    print a traceback for a Ctrl-C)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
 def stopped_by_timeout(study: optuna.Study) -> bool:
     """Whether the time cap (``search.timeout_s``) stopped the study's search before its trial budget was used.
 

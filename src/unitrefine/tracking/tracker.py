@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import optuna
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from unitrefine.errors import is_interrupt
+from unitrefine.search.outcomes import TrialOutcome
 from unitrefine.tracking.lookups import download_run_folder
 from unitrefine.tracking.mlmodel import log_model_folder
 from unitrefine.tracking.runs_view import experiment_tags
@@ -78,7 +78,11 @@ class Tracker:
     The experiment gets the tags of :func:`~unitrefine.tracking.runs_view.experiment_tags` (an existing one, those
     it lacks: a kind or a view someone set is kept): the kind ``custom_model_development`` and the saved runs view
     ``unitrefine: cv_score``, which :func:`~unitrefine.tracking.runs_view.runs_page`'s address opens in the MLflow UI.
+
+    It is the search's :class:`~unitrefine.search.outcomes.TrialLog`.
     """
+
+    enabled = True
 
     def __init__(self, uri: str, experiment_name: str, artifact_location: str | None) -> None:
         self.uri = uri
@@ -207,8 +211,7 @@ class Tracker:
 
     def log_trial(
         self,
-        study: optuna.Study,
-        trial: optuna.trial.FrozenTrial,
+        trial: TrialOutcome,
         params: Mapping[str, Any],
         status: str | None = None,
         error: str | None = None,
@@ -220,7 +223,7 @@ class Tracker:
         (:class:`~unitrefine.tracking.trial_runs.RunWriter`): :meth:`flush` waits for it.
         """
         assert self.parent_id is not None
-        self._writer.put(trial_run(self.parent_id, study.study_name, trial, params, status, error))
+        self._writer.put(trial_run(self.parent_id, trial, params, status, error))
 
     def log_model(
         self,
@@ -267,6 +270,7 @@ class NullTracker:
     """Stands in for :class:`Tracker` when tracking is off (``tracking.enabled=false``): records nothing."""
 
     uri = None
+    enabled = False
 
     @contextmanager
     def parent_run(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> Iterator[str]:
@@ -312,8 +316,7 @@ class NullTracker:
 
     def log_trial(
         self,
-        study: optuna.Study,
-        trial: optuna.trial.FrozenTrial,
+        trial: TrialOutcome,
         params: Mapping[str, Any],
         status: str | None = None,
         error: str | None = None,

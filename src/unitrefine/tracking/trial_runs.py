@@ -8,11 +8,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import optuna
 import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from unitrefine.search.outcomes import TrialOutcome
 from unitrefine.search.trial_attrs import (
     CV_STD_ATTR,
     ERROR_ATTR,
@@ -33,11 +33,7 @@ WORKER_TAG = "unitrefine.worker"
 ERROR_TAG = "error"
 #: MLflow refuses longer parameter values.
 MAX_PARAM = 6000
-_RUN_STATUS = {
-    optuna.trial.TrialState.COMPLETE: "FINISHED",
-    optuna.trial.TrialState.PRUNED: "KILLED",
-    optuna.trial.TrialState.FAIL: "FAILED",
-}
+_RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "fail": "FAILED"}
 
 
 def ms(ts: Any) -> int | None:
@@ -60,8 +56,7 @@ class TrialRun:
 
 def trial_run(
     parent_id: str,
-    study_name: str,
-    trial: optuna.trial.FrozenTrial,
+    trial: TrialOutcome,
     params: Mapping[str, Any],
     status: str | None = None,
     error: str | None = None,
@@ -72,9 +67,7 @@ def trial_run(
     ----------
     parent_id : str
         The study's parent run.
-    study_name : str
-        The Optuna study.
-    trial : optuna.trial.FrozenTrial
+    trial : TrialOutcome
         The finished trial.
     params : mapping
         Its parameters as logged (values are stringified and cut to :data:`MAX_PARAM` characters).
@@ -83,19 +76,19 @@ def trial_run(
         ``KILLED``, and why).
     """
     attrs = trial.user_attrs
-    end = ms(trial.datetime_complete) or ms(pd.Timestamp.now())
+    end = ms(trial.completed) or ms(pd.Timestamp.now())
     metrics = [Metric("cv_fold_score", float(score), end, k) for k, score in enumerate(attrs.get(FOLD_SCORES_ATTR, []))]
     if trial.value is not None:
         metrics.append(Metric("cv_score", float(trial.value), end, 0))
     if CV_STD_ATTR in attrs:
         metrics.append(Metric("cv_score_std", float(attrs[CV_STD_ATTR]), end, 0))
-    if trial.duration is not None:
-        metrics.append(Metric("duration_s", trial.duration.total_seconds(), end, 0))
+    if trial.duration_s is not None:
+        metrics.append(Metric("duration_s", trial.duration_s, end, 0))
     tags = {
         MLFLOW_PARENT_RUN_ID: parent_id,
-        STUDY_TAG: study_name,
+        STUDY_TAG: trial.study,
         TRIAL_NUMBER_TAG: str(trial.number),
-        STATE_TAG: trial.state.name.lower(),
+        STATE_TAG: trial.state,
     }
     if WORKER_ATTR in attrs:
         tags[WORKER_TAG] = str(attrs[WORKER_ATTR])
@@ -104,7 +97,7 @@ def trial_run(
     if error or ERROR_ATTR in attrs:
         tags[ERROR_TAG] = error or str(attrs[ERROR_ATTR])
     return TrialRun(
-        name=f"trial-{trial.number:04d}", start_ms=ms(trial.datetime_start), end_ms=end,
+        name=f"trial-{trial.number:04d}", start_ms=ms(trial.started), end_ms=end,
         status=status or _RUN_STATUS.get(trial.state, "FAILED"), tags=tags, metrics=metrics,
         params=[Param(k, str(v)[:MAX_PARAM]) for k, v in params.items()],
     )

@@ -12,14 +12,14 @@ command against one storage. They cooperate through three things the storage pro
   the study ends with exactly ``n_trials`` counted trials (:func:`unitrefine.search.budget.budget`).
 * **liveness**: Optuna's heartbeat (RDB storages) or a lock file per worker (journal files), so a killed
   worker's running trial is failed and retried by another worker, or by the next run of the command
-  (:mod:`unitrefine.run.trial_records`).
+  (:mod:`unitrefine.search.trial_records`).
 * the **finalize lock**, taken without waiting by a worker that finds no trial running and the budget
   used up: the one that gets it refits, exports and registers; it records that in the study, so that a
-  later worker (or a re-run) finds nothing left to do (:mod:`unitrefine.run.election`).
+  later worker (or a re-run) finds nothing left to do (:mod:`unitrefine.search.election`).
 
 A worker with nothing left to claim waits for the trials other workers are running (one of them may be
 orphaned and retried), so the last worker to finish is the one that exports. Within a worker, the order of asks
-and tells is fixed (:mod:`unitrefine.run.window`), so that one worker gives the same trials on a busy or an idle
+and tells is fixed (:mod:`unitrefine.search.window`), so that one worker gives the same trials on a busy or an idle
 machine.
 """
 
@@ -35,19 +35,21 @@ from typing import Any, Protocol, runtime_checkable
 import optuna
 
 from unitrefine.errors import is_interrupt
-from unitrefine.run.election import Finalizer, elect
-from unitrefine.run.session import Session
-from unitrefine.run.trial_records import TrialParams, log_orphans, record_stopped, settle
-from unitrefine.run.window import Window
 from unitrefine.search.budget import MAX_DUPLICATES_IN_A_ROW, Budget, budget, is_duplicate
+from unitrefine.search.election import Finalizer, elect
 from unitrefine.search.locks import Lock
+from unitrefine.search.outcomes import TrialOutcome, outcome
 from unitrefine.search.pruning import WindowedPruner
+from unitrefine.search.session import Session
 from unitrefine.search.study import record_stopped_by_timeout
 from unitrefine.search.trial_attrs import DUPLICATE_ATTR, WORKER_ATTR
+from unitrefine.search.trial_records import TrialParams, fail_unnamed, log_orphans, log_trial, record_stopped, settle
+from unitrefine.search.window import Window
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+#: Called after each trial a worker finishes: the trial, and the study's best trial so far (None: none completed).
+Callback = Callable[[TrialOutcome, TrialOutcome | None], None]
 
 
 @runtime_checkable
@@ -87,9 +89,9 @@ class Worker:
     poll_s : float
         How often a worker with nothing to claim looks at the others' running trials.
     trial_params : callable
-        A finished trial's parameters as logged to MLflow.
+        A finished trial's parameters as logged, from the parameters Optuna drew.
     callbacks : sequence of callable
-        Optuna callbacks run after each trial this worker finishes (after it is logged to MLflow); not after a
+        :data:`Callback` run after each trial this worker finishes (after it is logged); not after a
         duplicate, which is neither fitted nor logged.
     """
 
@@ -247,8 +249,8 @@ class Worker:
     def _claimed(self, trial: optuna.Trial) -> float:
         """The objective as Optuna calls it, under the study lock: start the trial, release the lock, run it, and
         return its result (or raise TrialPruned) only when it is its turn to be told (:class:`Window`)."""
+        self._running[threading.get_ident()] = trial.number  # first: a Ctrl-C from here on finds the trial
         trial.set_user_attr(WORKER_ATTR, self.session.store.worker_id)
-        self._running[threading.get_ident()] = trial.number
         earlier = self._start(trial)
         if earlier is not None:  # a duplicate: told now, still under the lock, so in ask order
             raise optuna.TrialPruned(f"the configuration of trial {earlier}, not fitted again")
@@ -291,9 +293,15 @@ class Worker:
         self._told(study, trial)
         if is_duplicate(trial):
             return
-        self._track(study, trial)
+        log_trial(self.session, trial, self.trial_params)
+        if not self.callbacks:
+            return
+        try:
+            best: TrialOutcome | None = outcome(study.study_name, study.best_trial)
+        except ValueError:  # no completed trial yet
+            best = None
         for callback in self.callbacks:
-            callback(study, trial)
+            callback(outcome(study.study_name, trial), best)
 
     def _told(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """First callback after each trial: it is told, so the next trial may be asked."""
@@ -305,15 +313,12 @@ class Worker:
         """Under the study lock: fail orphaned trials, queue retries of interrupted ones, count the budget."""
         return settle(self.session, self.max_retries, self._params)
 
-    def _params(self, trial: optuna.trial.FrozenTrial) -> Mapping[str, Any]:
+    def _params(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
         """:attr:`trial_params`, or Optuna's parameters of a trial stopped while they were drawn (some missing)."""
         try:
-            return self.trial_params(trial)
+            return self.trial_params(params)
         except KeyError:
-            return trial.params
-
-    def _track(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.session.tracker.log_trial(study, trial, self.trial_params(trial))
+            return params
 
     def _stopped_safely(self, status: str, why: str) -> None:
         """:meth:`_stopped`, never masking the exception that stopped the worker."""
@@ -329,8 +334,9 @@ class Worker:
         """
         self._halt()
         self._window.wait_released(timeout=5.0)
-        record_stopped(self.session, list(self._running.values()), status, why, self._params, self.n_trials,
-                       self.max_retries)
+        unnamed = fail_unnamed(self.study, self.session.store.study_lock(self.session.experiment))
+        record_stopped(self.session, [*self._running.values(), *unnamed], status, why, self._params,
+                       self.n_trials, self.max_retries)
 
     def _elect(self, lock: Lock) -> Finalizer | None:
         def settled() -> Budget:

@@ -227,11 +227,15 @@ def test_sigint_stops_cleanly_and_the_study_resumes(tmp_path: Path) -> None:
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.info.status == "KILLED"
-    interrupted = [t for t in optuna.load_study(study_name="smoke", storage=journal(path)).get_trials()
-                   if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1
-    nested = {r.data.tags["optuna.trial_number"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert nested[str(interrupted[0].number)].info.status == "KILLED"
+    trials = optuna.load_study(study_name="smoke", storage=journal(path)).get_trials()
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], "a trial was left running"
+    # One trial ran when the signal was sent; it may just have finished, so at most one was interrupted.
+    interrupted = [t.number for t in trials if t.state == TrialState.FAIL]
+    assert len(interrupted) <= 1
+    nested = {int(r.data.tags["optuna.trial_number"]): r.info.status
+              for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert {n: nested.get(n) for n in interrupted} == dict.fromkeys(interrupted, "KILLED")
+    assert "RUNNING" not in nested.values()
 
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     assert second.returncode == 0, second.stderr[-3000:]

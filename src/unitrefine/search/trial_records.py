@@ -4,20 +4,31 @@ before logging them, and its own running trials when it stops."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import optuna
 
-from unitrefine.run.session import Session
 from unitrefine.search.budget import Budget, budget, is_duplicate, retry
+from unitrefine.search.locks import Lock
+from unitrefine.search.outcomes import outcome
+from unitrefine.search.session import Session
 from unitrefine.search.trial_attrs import ERROR_ATTR, WORKER_ATTR
-from unitrefine.tracking.tracker import NullTracker
 
 log = logging.getLogger(__name__)
 
-#: A trial's parameters as logged to MLflow.
-TrialParams = Callable[[optuna.trial.FrozenTrial], Mapping[str, Any]]
+#: A trial's parameters as logged (from the parameters Optuna drew; some may be missing).
+TrialParams = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def log_trial(
+    session: Session, trial: optuna.trial.FrozenTrial, params: TrialParams, status: str | None = None,
+    error: str | None = None,
+) -> None:
+    """Record ``trial`` in the session's trial log (``status``/``error``: see
+    :meth:`unitrefine.search.outcomes.TrialLog.log_trial`)."""
+    session.tracker.log_trial(outcome(session.study.study_name, trial), params(trial.params), status, error)
 
 
 def settle(session: Session, max_retries: int, params: TrialParams) -> Budget:
@@ -34,10 +45,8 @@ def settle(session: Session, max_retries: int, params: TrialParams) -> Budget:
         retry(study, t)
         log.warning("Trial %d was interrupted before it finished: it is run again.", t.number)
         if not session.tracker.has_trial_run(study.study_name, t.number):
-            session.tracker.log_trial(
-                study, t, params(t), status="KILLED",
-                error="its worker stopped before the trial finished; the trial was run again",
-            )
+            log_trial(session, t, params, status="KILLED",
+                      error="its worker stopped before the trial finished; the trial was run again")
     return budget(study.get_trials(deepcopy=False), max_retries)
 
 
@@ -47,7 +56,7 @@ def log_orphans(session: Session, params: TrialParams) -> None:
     Only trials of workers that are gone: a live worker logs its own trials, so none is logged twice.
     """
     tracker, study = session.tracker, session.study
-    if isinstance(tracker, NullTracker):
+    if not tracker.enabled:
         return
     alive: dict[str | None, bool] = {}
     orphans = []
@@ -63,7 +72,29 @@ def log_orphans(session: Session, params: TrialParams) -> None:
     for t in orphans:
         if t.number not in logged:
             log.info("Trial %d finished but was not in MLflow (its worker stopped): logging it.", t.number)
-            tracker.log_trial(study, t, params(t))
+            log_trial(session, t, params)
+
+
+def fail_unnamed(study: optuna.Study, lock: Lock, wait_s: float = 5.0) -> list[int]:
+    """Tell FAIL the running trials no worker has named yet; return their numbers.
+
+    A worker asks for a trial and names itself on it under the study lock, so a trial seen unnamed by a worker
+    holding that lock was left by a stop that struck in between (inside Optuna's ``ask``): this worker's. If the
+    lock cannot be had within ``wait_s``, nothing is done here and the next run fails the trial as orphaned.
+    """
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire(blocking=False):
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.05)
+    try:
+        unnamed = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                   if WORKER_ATTR not in t.user_attrs]
+        for number in unnamed:
+            study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        return unnamed
+    finally:
+        lock.release()
 
 
 def record_stopped(
@@ -81,14 +112,14 @@ def record_stopped(
         trial = study.get_trials(deepcopy=False)[number]
         if trial.state == optuna.trial.TrialState.FAIL and ERROR_ATTR not in trial.user_attrs \
                 and not is_duplicate(trial):
-            tracker.log_trial(study, trial, params(trial), status=status,
-                              error=f"{why}; the trial is run again when the study is resumed")
+            log_trial(session, trial, params, status=status,
+                      error=f"{why}; the trial is run again when the study is resumed")
     trials = study.get_trials(deepcopy=False)
     b = budget(trials, max_retries)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = max(complete, key=lambda t: (t.value, -t.number), default=None)
     best_text = "no trial completed" if best is None else (
-        f"best so far: trial {best.number}, CV score {best.value:.4f} with {dict(params(best))}"
+        f"best so far: trial {best.number}, CV score {best.value:.4f} with {dict(params(best.params))}"
     )
     log.warning(
         "Search stopped: %d of %d trials of study '%s' finished; %s. Nothing was exported. Run the same "

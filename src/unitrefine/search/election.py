@@ -9,9 +9,9 @@ from typing import Any
 
 import optuna
 
-from unitrefine.run.session import Session
 from unitrefine.search.budget import Budget
 from unitrefine.search.locks import Lock
+from unitrefine.search.session import Session
 from unitrefine.search.study import EXPORTED_ATTR
 
 log = logging.getLogger(__name__)

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from unitrefine.config import SearchConfig
-from unitrefine.run.warm_start import QueuedTrial
 from unitrefine.search.budget import budget
+from unitrefine.search.outcomes import TrialLog
 from unitrefine.search.resume import check_identity, choose_study
 from unitrefine.search.storage import StudyStorage, open_storage
 from unitrefine.search.study import EXPORTED_ATTR, RUN_ATTR, create_study
 from unitrefine.search.trial_attrs import WARM_START_ATTR
-from unitrefine.tracking.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueuedTrial:
+    """Optuna parameters to enqueue, and the user attributes the trial starts with."""
+
+    params: dict[str, Any]
+    user_attrs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -30,8 +37,9 @@ class Session:
     ----------
     study : optuna.Study
     store : StudyStorage
-    tracker : Tracker or NullTracker
-        Attached to the study's MLflow parent run.
+    tracker : TrialLog
+        Attached to the study's parent run (MLflow's :class:`unitrefine.tracking.tracker.Tracker`, or a log
+        that records nothing).
     run_id : str
         The parent run ("" when tracking is off).
     experiment : str
@@ -40,7 +48,7 @@ class Session:
 
     study: optuna.Study
     store: StudyStorage
-    tracker: Tracker | NullTracker
+    tracker: TrialLog
     run_id: str
     experiment: str
 
@@ -76,7 +84,7 @@ def join_study(
     place: StudyPlace,
     identity: Mapping[str, str],
     queued: Sequence[QueuedTrial],
-    make_tracker: Callable[[], Tracker | NullTracker],
+    make_tracker: Callable[[], TrialLog],
     run_name: str,
     tags: Mapping[str, str],
     params: Mapping[str, Any],
@@ -97,7 +105,7 @@ def join_study(
         Trials queued first in a new study, in order (``search.warm_start``, then ``search.enqueue_defaults``:
         :func:`unitrefine.run.warm_start.queued_trials`); at most ``search.n_trials`` of them.
     make_tracker : callable
-        Creates the MLflow tracker (called under the lock: it may create the MLflow store).
+        Creates the trial log (called under the lock: it may create the MLflow store).
     run_name, tags, params
         Name, tags and parameters of a new parent run.
 
@@ -151,7 +159,7 @@ def _start_or_resume(
 
 def _parent_run(
     study: optuna.Study,
-    tracker: Tracker | NullTracker,
+    tracker: TrialLog,
     n_trials: int,
     max_retries: int,
     run_name: str,
@@ -160,7 +168,7 @@ def _parent_run(
 ) -> str:
     """The study's shared MLflow parent run: the recorded one, or a new one (first worker, or more trials
     after an export, whose results then go to a run of their own)."""
-    if isinstance(tracker, NullTracker):
+    if not tracker.enabled:
         return ""
     run_id = study.user_attrs.get(RUN_ATTR)
     exported = study.user_attrs.get(EXPORTED_ATTR) or {}
