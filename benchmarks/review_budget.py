@@ -160,10 +160,8 @@ def predictions(cfg: Any, searched: Any, final: Any, train: Any, held: Any) -> d
     from unitrefine.model.uncertainty import decision_threshold
     from unitrefine.progress import parallel_map
 
-    complete = sorted((t for t in searched.study.trials if t.value is not None and t.state.name == "COMPLETE"),
-                      key=lambda t: (-t.value, t.number))
     specs, seen = [], set()
-    for t in complete:
+    for t in searched.ranked:
         spec = searched.space.spec_from_params(t.params)
         if repr(spec) not in seen:
             seen.add(repr(spec))

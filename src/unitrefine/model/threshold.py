@@ -47,7 +47,8 @@ def tune_threshold(y: np.ndarray, p_positive: np.ndarray, objective: str, target
     UnitRefineError
         If no threshold reaches the target precision.
     """
-    candidates = np.unique(np.round(p_positive, 4))
+    # Cut points on a 1e-4 grid, rounded down: each unit's own probability is on its side of its cut (p >= t).
+    candidates = np.unique(np.floor(p_positive * 1e4) / 1e4)
     candidates = candidates[(candidates > 0.0) & (candidates < 1.0)]
     candidates = np.union1d(candidates, [0.5])
     # Every candidate at once: how many units of each class have p >= t (thousands of candidates; one

@@ -53,12 +53,18 @@ def model_info(
 
 
 def model_folder_path(cfg: TrainConfig, run_id: str | None) -> Path:
-    """``output.folder``, or ``experiments/<experiment>/models/<date>-<run id>`` under the project."""
+    """``output.folder``, or ``experiments/<experiment>/models/<date>-<run id>`` under the project (``-2``, ``-3``...
+    added when a run of the same second has that folder)."""
     if cfg.output.folder:
         return cfg.resolve_path(cfg.output.folder)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     suffix = f"-{run_id[:8]}" if run_id else ""
-    return cfg.root_dir / "experiments" / cfg.experiment_name / "models" / f"{stamp}{suffix}"
+    base = cfg.root_dir / "experiments" / cfg.experiment_name / "models" / f"{stamp}{suffix}"
+    folder, k = base, 1
+    while folder.exists():  # another run's folder of the same second (without tracking there is no run id)
+        k += 1
+        folder = base.with_name(f"{base.name}-{k}")
+    return folder
 
 
 def write(export: Export, staging: Path, folder: Path) -> None:
