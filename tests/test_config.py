@@ -308,3 +308,14 @@ def test_a_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path: Path) -
         yaml.safe_load(stream)
     message = explain_yaml_error(info.value, conf)
     assert message.startswith("The config file conf/experiment/mine.yaml is not valid YAML, line 4, column 3:"), message
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("=3", "Config group override must be a string or a list"),
+    ("dataset.recordings.x=1", "invalid literal for int()"),
+])
+def test_an_override_hydra_parses_but_cannot_apply_is_a_user_error(override: str, fragment: str) -> None:
+    with pytest.raises(UnitRefineError) as raised:
+        compose_config([override])
+    assert str(raised.value).startswith(f"Could not apply the overrides ['{override}'] to the train configuration (")
+    assert fragment in str(raised.value) and "key=value" in str(raised.value)

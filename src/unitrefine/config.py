@@ -160,6 +160,12 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
         raise UnitRefineError(explain_composition_error(exc, overrides, config_name, CONF_DIR, schema)) from None
     except yaml.YAMLError as exc:
         raise UnitRefineError(explain_yaml_error(exc, CONF_DIR)) from None
+    except UnicodeDecodeError as exc:
+        raise UnitRefineError(f"A config file the {config_name} configuration reads is not UTF-8 text ({exc.reason} "
+                              f"at byte {exc.start}); save it as UTF-8.") from None
+    except ValueError as exc:  # what Hydra raises for some overrides it parsed but cannot apply (e.g. '=3')
+        raise UnitRefineError(f"Could not apply the overrides {overrides} to the {config_name} configuration "
+                              f"({exc}). Each override is key=value, e.g. search.n_trials=20.") from None
 
 
 def config_origin(overrides: list[str], choices: dict[str, Any], config_name: str = "train") -> ConfigOrigin:

@@ -241,4 +241,4 @@ def _generic(exc: HydraException, config_name: str) -> str:
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException):
         lines.append(str(cause).splitlines()[0])
-    return f"Could not compose the {config_name} configuration: {' '.join(lines)}."
+    return f"Could not compose the {config_name} configuration: {' '.join(lines).rstrip('.')}."

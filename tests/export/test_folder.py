@@ -82,3 +82,15 @@ def test_a_file_that_is_not_a_model_file_says_what_to_give(tmp_path: Path, model
     with pytest.raises(UnitRefineError, match=re.escape(f"Model folder {folder} has no {INFO_FILE}")):
         load_model_folder(folder / MODEL_FILE)
     assert snapshot(tmp_path) == {k: v for k, v in before.items() if k != f"copy/{INFO_FILE}"}
+
+
+def test_the_recorded_versions_are_the_imported_ones_whatever_distribution_provides_them() -> None:
+    import numpy
+    import sklearn
+    import xgboost  # here from the xgboost-cpu distribution
+
+    from unitrefine.export.folder import package_versions
+
+    versions = package_versions()
+    assert (versions["xgboost"], versions["scikit-learn"], versions["numpy"]) == (
+        xgboost.__version__, sklearn.__version__, numpy.__version__)

@@ -39,14 +39,20 @@ HOLDOUT_PREDICTIONS_FILE = "holdout_predictions.csv"
 _PACKAGES = ("spikeinterface", "scikit-learn", "skops", "numpy", "imbalanced-learn", "xgboost", "unitrefine")
 
 
+#: The distributions that may provide a package (XGBoost also ships as ``xgboost-cpu``, without the GPU code).
+_DISTRIBUTIONS = {"unitrefine": (DISTRIBUTION,), "xgboost": ("xgboost", "xgboost-cpu")}
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages a model depends on (missing ones are left out)."""
     out = {}
     for name in _PACKAGES:
-        try:
-            out[name] = version(DISTRIBUTION if name == "unitrefine" else name)
-        except PackageNotFoundError:
-            continue
+        for distribution in _DISTRIBUTIONS.get(name, (name,)):
+            try:
+                out[name] = version(distribution)
+                break
+            except PackageNotFoundError:
+                continue
     return out
 
 

@@ -76,7 +76,11 @@ def _read_record(folder: Path, source: str) -> dict[str, Any]:
         )
     info = read_model_info(folder)
     if not (info.get("trained_on") or {}).get("dataset_fingerprint"):
-        raise UnitRefineError(f"{folder / INFO_FILE} records no trained_on.dataset_fingerprint to check.")
+        raise UnitRefineError(
+            f"{folder / INFO_FILE} records no trained_on.dataset_fingerprint to check the data against: the folder "
+            "was written by an older unitrefine. Train it again with this version (python -m unitrefine.train with "
+            "the folder's config.yaml) to get a model that can be re-created."
+        )
     return info
 
 
