@@ -76,7 +76,7 @@ def outcomes(study: Study) -> tuple[TrialOutcome, ...]:
 def ranked(trials: Sequence[TrialOutcome]) -> list[TrialOutcome]:
     """The completed ``trials``, best first; equal scores by trial number (the first is Optuna's best trial)."""
     complete = [t for t in trials if t.state == "complete" and t.value is not None]
-    return sorted(complete, key=lambda t: (-float(t.value or 0.0), t.number))
+    return sorted(complete, key=lambda t: (-(t.value or 0.0), t.number))
 
 
 class TrialLog(Protocol):

@@ -1,4 +1,4 @@
-"""Join a study: open its storage, create or resume it (identity checked) and its shared MLflow parent run."""
+"""Join a study: open its storage, create or resume it (identity checked) and its shared parent run (its TrialLog)."""
 
 from __future__ import annotations
 
