@@ -159,11 +159,15 @@ def test_every_documented_choice_is_accepted(cfg: TrainConfig, key: str, value: 
     assert problems_of(cfg) == []
 
 
-@pytest.mark.parametrize(("value", "shown"), [(1, "1"), (0, "0"), ("true", "true"), ("False", "False")])
+@pytest.mark.parametrize(("value", "shown"), [
+    (1, "got '1'"), (0, "got '0'"),
+    ("true", "got the text 'true'; write true without quotes)"),
+    ("False", "got the text 'False'; write false without quotes)"),
+])
 def test_search_resume_takes_booleans_not_look_alikes(cfg: TrainConfig, value: Any, shown: str) -> None:
     cfg.search.resume = value  # resume is free-form (Any) in the schema: OmegaConf converts nothing
     (problem,) = problems_of(cfg)
-    assert problem.startswith(f"search.resume must be one of: true, false, strict (got '{shown}'")
+    assert problem.startswith(f"search.resume must be one of: true, false, strict ({shown}")
 
 
 # ----------------------------------------------------------------------------- what a dataset's mode requires

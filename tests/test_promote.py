@@ -102,3 +102,15 @@ def test_promote_on_an_evaluation_dataset_scores_the_exported_models(tmp_path: P
         scores.append(balanced_accuracy(table.y, model.predict(table.X[info["features"]])))
     assert (decision.champion_score, decision.challenger_score) == pytest.approx(tuple(scores))
     assert decision.promoted == (scores[1] > scores[0])
+
+
+@pytest.mark.parametrize("given", ["maybe", "1"])
+def test_force_other_than_true_or_false_is_refused_before_any_work(tmp_path: Path, given: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "unitrefine.promote", "+experiment=smoke", f"root={tmp_path}",
+                           f"force={given}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    shown = "'maybe'" if given == "maybe" else "1"
+    assert proc.returncode == 2 and f"force must be true or false (got {shown})" in proc.stderr
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []

@@ -179,6 +179,10 @@ def _not_one_of(key: str, value: Any, choices: tuple[Any, ...]) -> str:
     if any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):  # 1 is not True
         return ""
     names = ["null" if c is None else str(c).lower() if isinstance(c, bool) else c for c in choices]
+    literals = {"null" if c is None else str(c).lower() for c in choices if c is None or isinstance(c, bool)}
+    if isinstance(value, str) and value.lower() in literals:  # 'true' in quotes is text, not YAML's true
+        return (f"{key} must be one of: {', '.join(names)} (got the text '{value}'; write {value.lower()} "
+                "without quotes)")
     hint = did_you_mean(str(value), names).replace(" (", "; ").rstrip(")")
     return f"{key} must be one of: {', '.join(names)} (got '{value}'{hint})"
 

@@ -240,11 +240,13 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="promote")
 def _hydra_main(cfg: DictConfig) -> None:
     """Validate the composed config and promote; user errors end with a message and exit status 2."""
-    force = bool(cfg.force)
     raw = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(raw, dict)
-    raw.pop("force")
+    force = raw.pop("force")
     try:
+        if not isinstance(force, bool):  # YAML's true/false; anything else (force=maybe, force=1) is a mistake
+            raise UnitRefineError(f"force must be true or false (got {force!r}): force=true promotes the challenger "
+                                  "whatever the comparison says.")
         promote(validate_config(raw), force=force)
     except UnitRefineError as exc:
         log.error("%s", exc)

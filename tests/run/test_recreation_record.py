@@ -218,3 +218,24 @@ def test_something_else_is_neither_a_folder_nor_a_run_id(store: Store, tmp_path:
     assert str(err.value).startswith(f"source={short}: there is no such folder, and it is not an MLflow run id (32 "
                                      "hexadecimal digits) or a registered model")
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_relative_folder_is_found_from_the_working_directory_else_from_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As predict, suggest and merge_review find their inputs (the project is the folder holding conf/)."""
+    import unitrefine.run.recreation_record as record
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    _write_record(project / "experiments" / "smoke" / "models" / "m1", None, None)
+    elsewhere.mkdir()
+    monkeypatch.setattr(record, "PROJECT_ROOT", project)
+    monkeypatch.chdir(elsewhere)
+    with caplog.at_level(logging.INFO, logger="unitrefine.run.recreation_record"):
+        found = find_record("experiments/smoke/models/m1", "sqlite:///unused.db", tmp_path / "work")
+    assert found.folder == (project / "experiments" / "smoke" / "models" / "m1").resolve()
+    assert "source=experiments/smoke/models/m1 is not in the working directory: using the project's" in caplog.text
+    _write_record(elsewhere / "experiments" / "smoke" / "models" / "m1", None, None)  # the working directory wins
+    assert find_record("experiments/smoke/models/m1", "sqlite:///unused.db", tmp_path / "work").folder == (
+        elsewhere / "experiments" / "smoke" / "models" / "m1").resolve()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["experiments"] and not (tmp_path / "work").exists()

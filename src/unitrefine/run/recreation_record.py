@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unitrefine.config import PROJECT_ROOT
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import CONFIG_FILE, LABELS_FILE, LEADERBOARD_FILE, TRAINING_DATA_FILE
 from unitrefine.export.model_info import INFO_FILE, read_model_info
@@ -48,6 +49,9 @@ def find_record(source: str, tracking_uri: str, workdir: Path) -> Recorded:
         No such folder, run or registered model, or a folder lacking what a re-creation needs.
     """
     path = Path(source).expanduser()
+    if not path.is_absolute() and not path.is_dir() and (PROJECT_ROOT / path).is_dir():
+        log.info("source=%s is not in the working directory: using the project's %s.", source, PROJECT_ROOT / path)
+        path = PROJECT_ROOT / path  # as predict, suggest and merge_review find their inputs
     if path.is_dir():
         folder = path.resolve()
         info = _read_record(folder, source)
