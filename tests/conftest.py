@@ -187,6 +187,12 @@ def read_predictions(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"unit_id": str, "recording": str})
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every path under ``root``, with a file's content (a folder as b"<dir>"): the same before and after a refused
+    command, it shows that nothing was written, moved, replaced or made."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
+
+
 def interruptible() -> None:
     """``preexec_fn`` of a command a test sends Ctrl-C (SIGINT) to: a test run started in the background of a
     non-interactive shell ignores SIGINT, and its children would inherit that."""

@@ -23,18 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_config, write_recording
+from conftest import make_config, snapshot, write_recording
 
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import load_model_folder
 from unitrefine.run.training import train
 
 Recs = list[dict[str, str]]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (and every folder, as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def make_recordings(root: Path) -> Recs:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_recording
+from conftest import snapshot, write_recording
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -79,11 +79,6 @@ def test_user_errors_exit_2_with_one_clear_line_and_write_nothing(workdir: Path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert snapshot(workdir) == before  # no p.csv, no Hydra outputs/, inputs as they were
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def test_file_errors_name_the_file_and_write_nothing(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

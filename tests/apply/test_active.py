@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_recordings, write_recording
+from conftest import copy_recordings, snapshot, write_recording
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -241,11 +241,6 @@ def _error(**options: Any) -> str:
     with pytest.raises(UnitRefineError) as excinfo:
         run(**options)
     return str(excinfo.value)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def _refused(root: Path, **options: Any) -> str:

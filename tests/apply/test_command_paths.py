@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import snapshot
 
 from unitrefine.apply.command_paths import (
     check_not_input,
@@ -19,11 +20,6 @@ from unitrefine.apply.command_paths import (
 )
 from unitrefine.config import PROJECT_ROOT
 from unitrefine.errors import UnitRefineError
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture

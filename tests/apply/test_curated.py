@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from _tiny_models import fit_model, truth, write_unlabelled
+from conftest import snapshot
 from sklearn.metrics import balanced_accuracy_score
 
 from unitrefine.apply.curated import PHY_GROUPS, merge_review, parse_merge_review_config
@@ -183,11 +184,6 @@ def test_inputs_are_never_overwritten(tmp_path: Path, predicted) -> None:
     assert "final.csv already exist(s)" in message and "set overwrite=true" in message
     assert (tmp_path / "final.csv").read_text() == "keep me\n"
     assert {p: p.read_bytes() for p in before} == before
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_reading(tmp_path: Path, predicted,

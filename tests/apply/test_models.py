@@ -15,15 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snapshot
 
 from unitrefine.apply.models import LoadedModel, load_model, load_models, model_folders
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import INFO_FILE, MODEL_FILE, dump_model
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snapshot
 
 from unitrefine.apply.predict_io import (
     PHY_LABEL_FIELD,
@@ -27,11 +28,6 @@ from unitrefine.apply.predict_io import (
     write_predictions,
 )
 from unitrefine.errors import UnitRefineError
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def _table(path: Path, text: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_QUALITY, TINY_TEMPLATE, copy_recordings, make_config
+from conftest import TINY_QUALITY, TINY_TEMPLATE, copy_recordings, make_config, snapshot
 from conftest import read_predictions as read
 from conftest import run_predict as run
 from spikeinterface.core import load_sorting_analyzer
@@ -253,11 +253,6 @@ def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # File errors: each names the file and what to do, before any work; nothing written, no user file changed
 # --------------------------------------------------------------------------------------------------
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _tiny_models import fit_model, write_unlabelled
-from conftest import copy_recordings
+from conftest import copy_recordings, snapshot
 from conftest import read_predictions as read
 from conftest import run_predict as run
 from spikeinterface.core import load_sorting_analyzer
@@ -34,11 +34,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def data(tmp_path: Path) -> Path:
     """Two recordings' metrics tables: recA (30 units), recB (20)."""
     return write_unlabelled(tmp_path / "new", {"recA": (30, 11), "recB": (20, 12)})
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def margin(table: pd.DataFrame, classes: list[str]) -> np.ndarray:

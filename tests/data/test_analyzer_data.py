@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import copy_recordings
+from conftest import copy_recordings, snapshot
 from omegaconf import OmegaConf
 from spikeinterface.core import load_sorting_analyzer
 
@@ -30,11 +30,6 @@ TASK = TaskConfig(name="three_class", classes=["good", "mua", "noise"],
 CHEAP = ComputeConfig(quality_metrics=MetricsConfig(metric_names=["num_spikes", "firing_rate"]),
                       template_metrics=MetricsConfig(metric_names=[]), save=False)
 QUALITY, TEMPLATE = "quality_metrics", "template_metrics"
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` with its content."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def in_memory(bank: Path, i: int) -> tuple[Any, pd.Series]:

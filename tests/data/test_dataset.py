@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import snapshot
 from omegaconf import OmegaConf
 
 from unitrefine.config import PROJECT_ROOT, DatasetConfig, RecordingConfig, TaskConfig
@@ -52,11 +53,6 @@ def random_metrics(ids: list[int], columns: list[str], seed: int) -> tuple[str, 
     values = np.random.default_rng(seed).normal(size=(len(ids), len(columns)))
     rows = [",".join([str(u), *(repr(float(v)) for v in row)]) for u, row in zip(ids, values)]
     return "\n".join([",".join(["cluster_id", *columns]), *rows]) + "\n", values
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` with its content."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ----------------------------------------------------------------------------------------------- unit ids

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_recordings
+from conftest import copy_recordings, snapshot
 from omegaconf import OmegaConf
 
 from unitrefine.config import (
@@ -27,11 +27,6 @@ TASK = TaskConfig(name="three_class", classes=["good", "mua", "noise"],
 #: Two cheap quality metrics (no extension needed), no template metrics, nothing saved on the analyzer.
 CHEAP = ComputeConfig(quality_metrics=MetricsConfig(metric_names=["num_spikes", "firing_rate"]),
                       template_metrics=MetricsConfig(metric_names=[]), save=False)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` with its content."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import snapshot
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
 from unitrefine.data.recordings import load_recording, prepare_recording
@@ -32,11 +33,6 @@ def _prepare(ids: list[str], rest: pd.DataFrame, labels: pd.Series, dataset: Dat
              filter_labels: bool = True) -> pd.DataFrame:
     return prepare_recording("r1", pd.Series(ids, dtype=object), rest, labels, SOURCE, METRICS_PATH, dataset, TASK,
                              filter_labels=filter_labels)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` with its content."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ----------------------------------------------------------------------------------------------- prepare_recording

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _tiny_models import fit_model, write_unlabelled
-from conftest import read_predictions, run_predict
+from conftest import read_predictions, run_predict, snapshot
 
 from unitrefine.apply.active import parse_suggest_config, suggest
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
@@ -22,10 +22,6 @@ from unitrefine.errors import UnitRefineError
 TASK = TaskConfig(name="three_class", classes=["good", "mua", "noise"],
                   mapping={"good": "good", "mua": "mua", "noise": "noise", "unsorted": None})
 TEMPLATE = ["peak_to_valley"]  # the rest are quality metrics
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def export(folder: Path, table: pd.DataFrame, labels: dict[str, str] | None = None) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _tiny_models import fit_model, write_unlabelled
-from conftest import run_predict
+from conftest import run_predict, snapshot
 
 from unitrefine.config import DatasetConfig, RecordingConfig, TaskConfig
 from unitrefine.data.dataset import UnitTable
@@ -22,10 +22,6 @@ TASK = TaskConfig(name="sua_vs_all", classes=["other", "good"],
                   mapping={"good": "good", "mua": "other", "noise": "other", "unsorted": None})
 LABELS = "cluster_id\tgroup\n0\tgood\n1\tmua\n2\tnoise\n3\tgood\n"
 OTHER = "cluster_id,snr,firing_rate\n0,5.0,1.0\n1,3.0,2.0\n2,1.0,0.5\n3,4.0,3.0\n"
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def write_two(root: Path, metrics: str) -> list[RecordingConfig]:

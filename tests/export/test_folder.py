@@ -11,15 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _tiny_models import fit_model, metrics_frame
-from conftest import write_recording
+from conftest import snapshot, write_recording
 
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.folder import INFO_FILE, MODEL_FILE, load_model_folder, load_skops
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")

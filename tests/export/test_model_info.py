@@ -10,14 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import snapshot
 
 from unitrefine.errors import UnitRefineError
 from unitrefine.export.model_info import INFO_FILE, ModelInfo, TrainedOn, read_model_info
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (folders as b"<dir>") with its content."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(root.rglob("*"))}
 
 
 def tiny_record(**changes: Any) -> ModelInfo:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_recording
+from conftest import snapshot, write_recording
 from mlflow.tracking import MlflowClient
 
 from unitrefine.errors import UnitRefineError
@@ -19,10 +19,6 @@ from unitrefine.run.recreation_record import RECORD_FILES, find_record
 
 FINGERPRINT = "c0ffee" * 10 + "abcd"
 WORKERS = ("hostA-101-a1b2c3", "hostB-7-d4e5f6")
-
-
-def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _write_record(folder: Path, run_id: str | None, uri: str | None, fingerprint: str | None = FINGERPRINT) -> Path:
@@ -88,7 +84,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 def test_a_folder_is_read_as_it_is_with_the_tags_and_workers_of_its_run(store: Store, tmp_path: Path) -> None:
-    before = _listing(store.record)
+    before = snapshot(store.record)
     # The folder names its own store (model_info.json's mlflow.tracking_uri); the tracking_uri given is for run ids.
     recorded = find_record(str(store.record), f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "work")
     assert recorded.folder == store.record.resolve() and recorded.source == str(store.record)
@@ -96,7 +92,7 @@ def test_a_folder_is_read_as_it_is_with_the_tags_and_workers_of_its_run(store: S
     assert recorded.run_id == store.study
     assert recorded.tags["unitrefine.dataset_fingerprint"] == "feed" * 16 and recorded.tags["unitrefine.seed"] == "42"
     assert recorded.workers == WORKERS  # three tagged trials, two distinct workers, sorted
-    assert _listing(store.record) == before and sorted(tmp_path.iterdir()) == []
+    assert snapshot(store.record) == before and sorted(tmp_path.iterdir()) == []
 
 
 def test_a_folder_whose_run_cannot_be_reached_is_checked_on_its_own(
@@ -121,12 +117,12 @@ def test_missing_record_files_are_named(store: Store, tmp_path: Path, remove: li
     folder = shutil.copytree(store.record, tmp_path / "model")
     for name in remove:
         (folder / name).unlink()
-    before = _listing(folder)
+    before = snapshot(folder)
     with pytest.raises(UnitRefineError) as err:
         find_record(str(folder), store.uri, tmp_path / "work")
     missing = [name for name in RECORD_FILES if name in remove]
     assert str(err.value).startswith(f"{folder} lacks {missing}: it is not a model folder written by unitrefine.train")
-    assert _listing(folder) == before and not (tmp_path / "work").exists()
+    assert snapshot(folder) == before and not (tmp_path / "work").exists()
 
 
 def test_a_spikeinterface_train_model_folder_is_refused_saying_it_records_no_configuration(tmp_path: Path) -> None:
@@ -140,7 +136,7 @@ def test_a_spikeinterface_train_model_folder_is_refused_saying_it_records_no_con
                 scaling_techniques=["standard_scaler"],
                 classifiers={"RandomForestClassifier": {"n_estimators": [10], "max_depth": [3]}},
                 search_kwargs={"n_iter": 1, "cv": 2}, seed=0, verbose=False)
-    before = _listing(si_folder)
+    before = snapshot(si_folder)
     assert {"model_info.json", "model_accuracies.csv", "training_data.csv", "labels.csv"} <= set(before)
     with pytest.raises(UnitRefineError) as err:
         find_record(str(si_folder), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "work")
@@ -148,20 +144,20 @@ def test_a_spikeinterface_train_model_folder_is_refused_saying_it_records_no_con
         f"{si_folder} lacks ['config.yaml']: it is not a model folder written by unitrefine.train (a SpikeInterface "
         "train_model folder, or a folder from an older version, records no configuration to re-create)."
     )
-    assert _listing(si_folder) == before and not (tmp_path / "work").exists()
+    assert snapshot(si_folder) == before and not (tmp_path / "work").exists()
     assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_a_folder_from_an_older_version_without_a_data_fingerprint_is_refused(store: Store, tmp_path: Path) -> None:
     folder = _write_record(tmp_path / "old", store.study, store.uri, fingerprint=None)
-    before = _listing(folder)
+    before = snapshot(folder)
     with pytest.raises(UnitRefineError) as err:
         find_record(str(folder), store.uri, tmp_path / "work")
     assert str(err.value) == (
         f"{folder / 'model_info.json'} records no trained_on.dataset_fingerprint to check the data against: the "
         "folder was written by an older unitrefine. Train it again with this version (python -m unitrefine.train "
         "with the folder's config.yaml) to get a model that can be re-created.")
-    assert _listing(folder) == before and not (tmp_path / "work").exists()
+    assert snapshot(folder) == before and not (tmp_path / "work").exists()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -177,7 +173,7 @@ def test_a_run_or_registered_model_is_downloaded_with_its_tags_and_workers(
     recorded = find_record(source, store.uri, tmp_path / "work")
     assert recorded.source == source and recorded.run_id == store.study
     assert recorded.folder == tmp_path / "work" / "model_folder"
-    assert _listing(recorded.folder) == _listing(store.record)
+    assert snapshot(recorded.folder) == snapshot(store.record)
     assert recorded.info["trained_on"]["dataset_fingerprint"] == FINGERPRINT
     assert recorded.tags["unitrefine.dataset_fingerprint"] == "feed" * 16 and recorded.workers == WORKERS
 
